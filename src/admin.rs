@@ -1,0 +1,57 @@
+//! The admin listener: `/healthz`, `/readyz` (and `/metrics` with the
+//! observability work), on its own address so probes and scrapers never share
+//! the proxy's port, auth or limits.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Serialize;
+
+use crate::keys::KeyState;
+use crate::state::Gate;
+
+/// The admin router.
+pub fn app(gate: Arc<Gate>) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(gate)
+}
+
+async fn healthz() -> Response {
+    Json(serde_json::json!({ "status": "ok" })).into_response()
+}
+
+#[derive(Serialize)]
+struct Readiness {
+    ready: bool,
+    keys: Vec<KeyReport>,
+}
+
+#[derive(Serialize)]
+struct KeyReport {
+    name: String,
+    fingerprint: Option<String>,
+    state: &'static str,
+}
+
+/// 200 while serving with every key loaded and none rejected; 503 otherwise.
+async fn readyz(State(gate): State<Arc<Gate>>) -> Response {
+    let runtime = gate.runtime();
+    let keys: Vec<KeyReport> = runtime
+        .keys
+        .iter()
+        .map(|slot| KeyReport {
+            name: slot.name().to_owned(),
+            fingerprint: slot.current().map(|k| k.fingerprint().to_string()),
+            state: slot.state().as_str(),
+        })
+        .collect();
+    let ready = gate.is_serving() && runtime.keys.iter().all(|slot| slot.state() == KeyState::Loaded);
+    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(Readiness { ready, keys })).into_response()
+}

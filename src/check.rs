@@ -1,0 +1,121 @@
+//! `mmgate check` and `mmgate token`: what an operator runs before deploying.
+//!
+//! Output names keys, sources and fingerprints, never a key or a token.
+
+use std::fmt::Write as _;
+
+use crate::client::{token_sha256_hex, Credential};
+use crate::config::Settings;
+use crate::keys::LoadedKey;
+use crate::route::RouteKind;
+
+/// What `check` found: the printable summary and whether it passed.
+pub struct Report {
+    /// The summary, ready to print.
+    pub text: String,
+    /// False when a key could not be loaded.
+    pub ok: bool,
+}
+
+/// Summarises `settings`; reads every key unless `skip_keys`.
+pub fn check(settings: &Settings, skip_keys: bool) -> Report {
+    let mut out = String::new();
+    let mut errors = Vec::new();
+    let s = settings;
+    // `write!` into a String cannot fail.
+    let _ = writeln!(out, "config        {}", s.origin);
+    let _ = writeln!(out, "listen        {}", s.server.listen);
+    let _ = writeln!(out, "admin_listen  {}", s.server.admin_listen);
+    let _ = writeln!(out, "upstream      {}", s.upstream.url);
+
+    let _ = writeln!(out, "\nroutes");
+    for route in s.routes.iter() {
+        let key = s.keys.get(route.key).map_or("?", |k| k.name.as_str());
+        let _ = write!(out, "  {:<20} key {key}  scope {}", route.pattern, s.scopes.name(route.scope));
+        if let RouteKind::Graphql(g) = &route.kind {
+            let mutations = g.mutation_scope.map_or("denied".to_owned(), |m| format!("scope {}", s.scopes.name(m)));
+            let _ = write!(out, "  graphql (mutations: {mutations}; max_depth {})", g.max_depth);
+        }
+        out.push('\n');
+    }
+
+    let _ = writeln!(out, "\nkeys");
+    for key in &s.keys {
+        let _ = write!(out, "  {:<20} {}  scopes {}", key.name, key.source, s.scopes.list(key.scopes));
+        if let Some(limit) = &key.limit {
+            let _ = write!(out, "  limit {limit}");
+        }
+        if let Some(budget) = key.budget.and_then(|b| s.budgets.get(b)) {
+            let _ = write!(out, "  budget {}", budget.name);
+        }
+        if skip_keys {
+            out.push_str("  fingerprint (not read: --skip-keys)");
+        } else {
+            match LoadedKey::load(&key.name, &key.source) {
+                Ok(loaded) => {
+                    let _ = write!(out, "  fingerprint {}", loaded.fingerprint());
+                }
+                Err(e) => {
+                    out.push_str("  NOT LOADED");
+                    errors.push(e.to_string());
+                }
+            }
+        }
+        out.push('\n');
+    }
+    if !s.budgets.is_empty() {
+        let _ = writeln!(out, "\nbudgets");
+        for budget in &s.budgets {
+            let _ = writeln!(out, "  {:<20} limit {}", budget.name, budget.limit);
+        }
+    }
+
+    let _ = writeln!(out, "\nclients");
+    for client in s.clients.iter() {
+        let how = match client.credential {
+            Credential::Token(_) => "token",
+            Credential::Anonymous => "anonymous",
+        };
+        let _ = write!(out, "  {:<20} {how}  scopes {}", client.name, s.scopes.list(client.scopes));
+        if let Some(limit) = &client.limit {
+            let _ = write!(out, "  limit {limit}");
+        }
+        out.push('\n');
+    }
+
+    if !s.warnings.is_empty() {
+        let _ = writeln!(out, "\nwarnings");
+        for w in &s.warnings {
+            let _ = writeln!(out, "  - {w}");
+        }
+    }
+    if !errors.is_empty() {
+        let _ = writeln!(out, "\nerrors");
+        for e in &errors {
+            let _ = writeln!(out, "  - {e}");
+        }
+    }
+    let ok = errors.is_empty();
+    let verdict = if ok { "OK" } else { "FAILED" };
+    let _ = writeln!(out, "\n{verdict}: {} error(s), {} warning(s)", errors.len(), s.warnings.len());
+    Report { text: out, ok }
+}
+
+/// Whether `name` can be a client name in the config.
+pub fn valid_client_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+}
+
+/// Mints a random client token; returns the token and the config lines to paste.
+pub fn mint_token(name: &str) -> Result<(String, String), getrandom::Error> {
+    let mut bytes = [0u8; 24];
+    getrandom::fill(&mut bytes)?;
+    let token = format!("mmg_{}", hex::encode(bytes));
+    let snippet = format!(
+        "[clients.{name}]\ntoken_sha256 = \"{}\"\nscopes = [\"reporting\"]\n",
+        token_sha256_hex(&token)
+    );
+    Ok((token, snippet))
+}

@@ -1,0 +1,164 @@
+//! Caller identity: step 2 of the request path, after routing and before
+//! the scope check.
+//!
+//! Tokens are never stored, only their SHA-256. A presented token is hashed
+//! and compared against every configured hash in constant time, so neither the
+//! answer nor its timing tells which client (if any) came close.
+
+use http::header::AUTHORIZATION;
+use http::HeaderMap;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::error::ProxyError;
+use crate::limit::Limit;
+use crate::policy::ScopeSet;
+
+/// SHA-256 of a client token.
+pub type TokenHash = [u8; 32];
+
+/// How a client proves who it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Credential {
+    /// `Authorization: Bearer <token>` whose SHA-256 is this.
+    Token(TokenHash),
+    /// No `Authorization` header at all.
+    Anonymous,
+}
+
+/// One configured caller.
+#[derive(Debug, Clone)]
+pub struct Client {
+    /// The name in `[clients.NAME]`, used in logs and metrics.
+    pub name: String,
+    /// How it is recognised.
+    pub credential: Credential,
+    /// The scopes it may use.
+    pub scopes: ScopeSet,
+    /// Its own rate limit, if any.
+    pub limit: Option<Limit>,
+}
+
+/// Every configured client, searchable by credential.
+#[derive(Debug, Clone, Default)]
+pub struct ClientTable {
+    clients: Vec<Client>,
+    anonymous: Option<usize>,
+}
+
+impl ClientTable {
+    /// Builds the table; the config has already rejected duplicate credentials.
+    pub fn new(clients: Vec<Client>) -> Self {
+        let anonymous = clients.iter().position(|c| c.credential == Credential::Anonymous);
+        Self { clients, anonymous }
+    }
+
+    /// Every client, in config order.
+    pub fn iter(&self) -> impl Iterator<Item = &Client> {
+        self.clients.iter()
+    }
+
+    /// Identifies the caller from its request headers.
+    pub fn identify(&self, headers: &HeaderMap) -> Result<&Client, ProxyError> {
+        let mut values = headers.get_all(AUTHORIZATION).iter();
+        let Some(value) = values.next() else {
+            return self
+                .anonymous
+                .and_then(|i| self.clients.get(i))
+                .ok_or(ProxyError::Unauthenticated("this route needs `Authorization: Bearer <token>`"));
+        };
+        if values.next().is_some() {
+            return Err(ProxyError::Unauthenticated("send one Authorization header, not several"));
+        }
+        let token = bearer_token(value.as_bytes())
+            .ok_or(ProxyError::Unauthenticated("Authorization must be `Bearer <token>`"))?;
+        self.by_token(&Sha256::digest(token).into())
+            .ok_or(ProxyError::Unauthenticated("unknown token"))
+    }
+
+    fn by_token(&self, presented: &TokenHash) -> Option<&Client> {
+        // Visit every client whatever matches, so the time taken does not
+        // depend on where (or whether) the match is.
+        let mut found = None;
+        for (i, client) in self.clients.iter().enumerate() {
+            if let Credential::Token(hash) = &client.credential {
+                if bool::from(hash.ct_eq(presented)) {
+                    found = Some(i);
+                }
+            }
+        }
+        found.and_then(|i| self.clients.get(i))
+    }
+}
+
+/// The token of a `Bearer <token>` header value (scheme case-insensitive).
+fn bearer_token(value: &[u8]) -> Option<&[u8]> {
+    let (scheme, rest) = value.split_at_checked(6)?;
+    if !scheme.eq_ignore_ascii_case(b"bearer") || rest.first() != Some(&b' ') {
+        return None;
+    }
+    let token = rest.trim_ascii();
+    (!token.is_empty() && !token.contains(&b' ')).then_some(token)
+}
+
+/// SHA-256 of `token` as 64 lower-case hex digits, as `token_sha256` expects.
+pub fn token_sha256_hex(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn table(anonymous: bool) -> ClientTable {
+        let mut clients = vec![Client {
+            name: "dashboard".into(),
+            credential: Credential::Token(Sha256::digest(b"s3cret").into()),
+            scopes: ScopeSet::default(),
+            limit: None,
+        }];
+        if anonymous {
+            clients.push(Client {
+                name: "local".into(),
+                credential: Credential::Anonymous,
+                scopes: ScopeSet::default(),
+                limit: None,
+            });
+        }
+        ClientTable::new(clients)
+    }
+
+    fn who(table: &ClientTable, auth: &[&str]) -> Result<String, String> {
+        let mut headers = HeaderMap::new();
+        for a in auth {
+            headers.append(AUTHORIZATION, HeaderValue::from_str(a).unwrap());
+        }
+        table.identify(&headers).map(|c| c.name.clone()).map_err(|e| e.code().to_owned())
+    }
+
+    #[test]
+    fn bearer_tokens_identify_clients() {
+        let t = table(false);
+        assert_eq!(who(&t, &["Bearer s3cret"]).unwrap(), "dashboard");
+        assert_eq!(who(&t, &["bearer s3cret"]).unwrap(), "dashboard");
+        assert_eq!(who(&t, &["BEARER  s3cret "]).unwrap(), "dashboard");
+        for bad in ["Bearer nope", "Basic czNjcmV0", "Bearer", "Bearer ", "Bearers3cret", "Token s3cret", "Bearer s3 cret"] {
+            assert_eq!(who(&t, &[bad]).unwrap_err(), "unauthenticated", "{bad}");
+        }
+        assert_eq!(who(&t, &["Bearer s3cret", "Bearer s3cret"]).unwrap_err(), "unauthenticated");
+    }
+
+    #[test]
+    fn anonymous_only_without_a_header() {
+        assert_eq!(who(&table(false), &[]).unwrap_err(), "unauthenticated");
+        assert_eq!(who(&table(true), &[]).unwrap(), "local");
+        // A wrong token never falls back to the anonymous client.
+        assert_eq!(who(&table(true), &["Bearer wrong"]).unwrap_err(), "unauthenticated");
+    }
+
+    #[test]
+    fn hex_of_a_token() {
+        assert_eq!(token_sha256_hex("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    }
+}

@@ -1,0 +1,199 @@
+//! Forwarding: step 5 of the request path, after every check has passed.
+//!
+//! Builds the upstream request from config alone (scheme, host, base path),
+//! never from the caller's `Host` or absolute-form target; strips the caller's
+//! credentials and hop-by-hop headers; injects the route's key; and streams
+//! both bodies. Redirects are returned, never followed: the pooled client
+//! below has no redirect logic at all.
+
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::response::Response;
+use bytes::Bytes;
+use http::header::{self, HeaderName};
+use http::{HeaderMap, HeaderValue, Request, Uri};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use tower_http::timeout::TimeoutBody;
+
+use crate::config::UpstreamSettings;
+use crate::error::ProxyError;
+
+/// Boxed error type of forwarded bodies.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A request body on its way upstream.
+pub type ForwardBody = UnsyncBoxBody<Bytes, BoxError>;
+
+/// The pooled HTTP client that talks to the upstream.
+pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, ForwardBody>;
+
+/// The `X-Request-Id` header.
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Builds the pooled client for `upstream`: rustls with the webpki roots, keep-alive.
+pub fn client(upstream: &UpstreamSettings) -> UpstreamClient {
+    let mut http = HttpConnector::new();
+    http.set_connect_timeout(Some(upstream.connect_timeout));
+    http.set_nodelay(true);
+    // The connector sees only URIs built from config; `https` is required
+    // unless the operator configured `http://` (checked and warned at load).
+    http.enforce_http(false);
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_webpki_roots()
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http);
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(60))
+        .build(https)
+}
+
+/// Headers that describe one connection and never cross a proxy (RFC 9110 §7.6.1).
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+];
+
+/// Headers a caller cannot get dropped by naming them in `Connection`: they
+/// describe the body mmgate checked, so the upstream must see them too.
+fn is_protected(name: &str) -> bool {
+    name.eq_ignore_ascii_case("content-type") || name.eq_ignore_ascii_case("content-length")
+}
+
+/// Removes hop-by-hop headers, including every header named in `Connection`.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|n| !n.is_empty() && !is_protected(n))
+        .filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
+    }
+    headers.remove(header::UPGRADE);
+}
+
+/// The upstream URI: configured scheme, host and base path, then the normalised path and the query.
+pub fn upstream_uri(upstream: &UpstreamSettings, path: &str, query: Option<&str>) -> Result<Uri, ProxyError> {
+    let mut path_and_query = String::with_capacity(upstream.base_path.len() + path.len() + query.map_or(0, |q| q.len() + 1));
+    path_and_query.push_str(&upstream.base_path);
+    path_and_query.push_str(path);
+    if let Some(q) = query {
+        path_and_query.push('?');
+        path_and_query.push_str(q);
+    }
+    Uri::builder()
+        .scheme(upstream.scheme.clone())
+        .authority(upstream.authority.clone())
+        .path_and_query(path_and_query)
+        .build()
+        .map_err(|_| ProxyError::BadRequest("the request target cannot be forwarded".into()))
+}
+
+/// What to forward: the caller's request with its path normalised.
+pub struct Outbound<'a> {
+    /// The upstream URI.
+    pub uri: Uri,
+    /// `Bearer <key>`, marked sensitive.
+    pub authorization: &'a HeaderValue,
+    /// The request id to pass on.
+    pub request_id: &'a HeaderValue,
+    /// Largest request body allowed.
+    pub max_body: u64,
+}
+
+/// Turns the caller's request into the upstream request.
+pub fn upstream_request(mut request: Request<Body>, out: Outbound<'_>, upstream: &UpstreamSettings) -> Request<ForwardBody> {
+    let headers = request.headers_mut();
+    strip_hop_by_hop(headers);
+    headers.remove(header::AUTHORIZATION);
+    headers.insert(header::HOST, upstream.host_header.clone());
+    headers.insert(header::AUTHORIZATION, out.authorization.clone());
+    headers.insert(X_REQUEST_ID.clone(), out.request_id.clone());
+    *request.uri_mut() = out.uri;
+    // The client speaks HTTP/1.1 upstream whatever the caller spoke.
+    *request.version_mut() = http::Version::HTTP_11;
+    let limit = usize::try_from(out.max_body).unwrap_or(usize::MAX);
+    request.map(|body| Limited::new(body, limit).boxed_unsync())
+}
+
+/// Sends `request` and waits up to `timeout` for the response headers.
+pub async fn send(
+    client: &UpstreamClient,
+    request: Request<ForwardBody>,
+    timeout: Duration,
+    body_idle_timeout: Duration,
+    max_body: u64,
+) -> Result<Response, ProxyError> {
+    let response = match tokio::time::timeout(timeout, client.request(request)).await {
+        Err(_) => return Err(ProxyError::UpstreamTimeout),
+        Ok(Err(e)) => return Err(classify(&e, max_body)),
+        Ok(Ok(response)) => response,
+    };
+    let (mut parts, body) = response.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    Ok(Response::from_parts(parts, Body::new(TimeoutBody::new(body_idle_timeout, body))))
+}
+
+/// Maps a client error: the caller's oversized body is the caller's fault, the rest is the upstream's.
+fn classify(error: &hyper_util::client::legacy::Error, max_body: u64) -> ProxyError {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = source {
+        if e.is::<LengthLimitError>() {
+            return ProxyError::BodyTooLarge { limit: max_body };
+        }
+        source = e.source();
+    }
+    tracing::warn!(error = %chain(error), connect = error.is_connect(), "upstream request failed");
+    ProxyError::UpstreamUnreachable
+}
+
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        source = e.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_named_headers_go_but_content_type_stays() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, HeaderValue::from_static("close, X-Secret, authorization, content-type"));
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("x-kept", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h);
+        let names: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+        assert_eq!(names, ["content-type", "x-kept"]);
+    }
+}

@@ -1,0 +1,293 @@
+//! MachineMetrics API keys: where they come from, their fingerprints, and the
+//! store that forwarding reads the current key from.
+//!
+//! A key is held as a `SecretString` (zeroized on drop, redacted in `Debug`)
+//! plus one pre-built `Authorization` header value marked sensitive, so the
+//! request path never formats the secret again. Nothing here implements
+//! `Display` or `Serialize` for a key; the fingerprint (first 8 hex of its
+//! SHA-256) is what logs, `/readyz` and `check` show instead.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use arc_swap::ArcSwapOption;
+use bytes::Bytes;
+use http::HeaderValue;
+use secrecy::{ExposeSecret, SecretString};
+use sha2::{Digest, Sha256};
+use zeroize::Zeroizing;
+
+use crate::limit::Limit;
+use crate::policy::ScopeSet;
+
+/// Where a key is read from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeySource {
+    /// An environment variable (read at start; a change needs a restart).
+    Env(String),
+    /// A file, re-read when it changes; surrounding whitespace is trimmed.
+    File(PathBuf),
+}
+
+impl fmt::Display for KeySource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Env(var) => write!(f, "environment variable {var}"),
+            Self::File(path) => write!(f, "file {}", path.display()),
+        }
+    }
+}
+
+/// One configured key: its source and what it may do.
+#[derive(Debug, Clone)]
+pub struct KeySpec {
+    /// The name in `[keys.NAME]`.
+    pub name: String,
+    /// Where the secret is read from.
+    pub source: KeySource,
+    /// Scopes granted to the key upstream.
+    pub scopes: ScopeSet,
+    /// Limit shared by every client using this key.
+    pub limit: Option<Limit>,
+    /// Index of the budget this key shares, if any.
+    pub budget: Option<usize>,
+}
+
+/// Why a key could not be loaded; never contains the key.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum KeyError {
+    #[error("key `{key}`: environment variable {var} is not set")]
+    EnvMissing { key: String, var: String },
+    #[error("key `{key}`: environment variable {var} is empty")]
+    EnvEmpty { key: String, var: String },
+    #[error("key `{key}`: cannot read file {path}: {reason}")]
+    FileUnreadable { key: String, path: String, reason: String },
+    #[error("key `{key}`: file {path} is empty")]
+    FileEmpty { key: String, path: String },
+    #[error("key `{key}` from {from} contains characters not allowed in an HTTP header")]
+    NotAHeaderValue { key: String, from: KeySource },
+}
+
+/// The first 8 hex digits of a key's SHA-256: safe to show, enough to compare replicas.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Fingerprint([u8; 4]);
+
+impl Fingerprint {
+    /// The fingerprint of `secret`.
+    pub fn of(secret: &str) -> Self {
+        let digest = Sha256::digest(secret.as_bytes());
+        Self([digest[0], digest[1], digest[2], digest[3]])
+    }
+}
+
+impl fmt::Display for Fingerprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&hex::encode(self.0))
+    }
+}
+
+impl fmt::Debug for Fingerprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Fingerprint({self})")
+    }
+}
+
+/// A key that has been read: the secret, its fingerprint, and its header.
+pub struct LoadedKey {
+    secret: SecretString,
+    fingerprint: Fingerprint,
+    authorization: HeaderValue,
+}
+
+impl fmt::Debug for LoadedKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LoadedKey").field("fingerprint", &self.fingerprint).finish_non_exhaustive()
+    }
+}
+
+impl LoadedKey {
+    fn new(key: &str, source: &KeySource, secret: &str) -> Result<Self, KeyError> {
+        let header = Zeroizing::new(format!("Bearer {secret}"));
+        let mut authorization = HeaderValue::from_maybe_shared(Bytes::copy_from_slice(header.as_bytes()))
+            .map_err(|_| KeyError::NotAHeaderValue { key: key.to_owned(), from: source.clone() })?;
+        authorization.set_sensitive(true);
+        Ok(Self {
+            secret: SecretString::from(secret.to_owned()),
+            fingerprint: Fingerprint::of(secret),
+            authorization,
+        })
+    }
+
+    /// Reads the key named `key` from `source`.
+    pub fn load(key: &str, source: &KeySource) -> Result<Self, KeyError> {
+        match source {
+            KeySource::Env(var) => {
+                let value = Zeroizing::new(std::env::var(var).map_err(|_| KeyError::EnvMissing {
+                    key: key.to_owned(),
+                    var: var.clone(),
+                })?);
+                let trimmed = value.trim();
+                if trimmed.is_empty() {
+                    return Err(KeyError::EnvEmpty { key: key.to_owned(), var: var.clone() });
+                }
+                Self::new(key, source, trimmed)
+            }
+            KeySource::File(path) => {
+                let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|e| KeyError::FileUnreadable {
+                    key: key.to_owned(),
+                    path: path.display().to_string(),
+                    reason: e.kind().to_string(),
+                })?);
+                let trimmed = text.trim();
+                if trimmed.is_empty() {
+                    return Err(KeyError::FileEmpty { key: key.to_owned(), path: path.display().to_string() });
+                }
+                Self::new(key, source, trimmed)
+            }
+        }
+    }
+
+    /// The fingerprint shown in place of the key.
+    pub fn fingerprint(&self) -> Fingerprint {
+        self.fingerprint
+    }
+
+    /// `Bearer <key>`, marked sensitive so hyper never logs or indexes it.
+    pub fn authorization(&self) -> &HeaderValue {
+        &self.authorization
+    }
+
+    /// The secret itself, for the rare caller that must compare it.
+    pub fn expose(&self) -> &str {
+        self.secret.expose_secret()
+    }
+}
+
+/// A key's state as `/readyz` reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyState {
+    /// Read and in use.
+    Loaded,
+    /// Never read successfully.
+    Missing,
+    /// Refused by the upstream several times in a row.
+    Rejected,
+}
+
+impl KeyState {
+    /// The name used on `/readyz` and in metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Loaded => "loaded",
+            Self::Missing => "missing",
+            Self::Rejected => "rejected",
+        }
+    }
+}
+
+/// The current value of one key; swapped whole when the key changes.
+#[derive(Debug)]
+pub struct KeySlot {
+    name: String,
+    current: ArcSwapOption<LoadedKey>,
+}
+
+impl KeySlot {
+    /// The key as it is now, if it ever loaded.
+    pub fn current(&self) -> Option<Arc<LoadedKey>> {
+        self.current.load_full()
+    }
+
+    /// The name in `[keys.NAME]`.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Loaded or missing (rejection tracking comes with key reload).
+    pub fn state(&self) -> KeyState {
+        if self.current.load().is_some() {
+            KeyState::Loaded
+        } else {
+            KeyState::Missing
+        }
+    }
+}
+
+/// Every key of the running config, indexed like `Settings::keys`.
+#[derive(Debug)]
+pub struct KeyStore {
+    slots: Vec<KeySlot>,
+}
+
+impl KeyStore {
+    /// Loads every key; the errors of all keys that failed.
+    pub fn load(specs: &[KeySpec]) -> Result<Self, Vec<KeyError>> {
+        let mut slots = Vec::with_capacity(specs.len());
+        let mut errors = Vec::new();
+        for spec in specs {
+            let current = match LoadedKey::load(&spec.name, &spec.source) {
+                Ok(key) => Some(Arc::new(key)),
+                Err(e) => {
+                    errors.push(e);
+                    None
+                }
+            };
+            slots.push(KeySlot { name: spec.name.clone(), current: ArcSwapOption::new(current) });
+        }
+        if errors.is_empty() {
+            Ok(Self { slots })
+        } else {
+            Err(errors)
+        }
+    }
+
+    /// The slot for key index `id`.
+    pub fn slot(&self, id: usize) -> Option<&KeySlot> {
+        self.slots.get(id)
+    }
+
+    /// Every slot, in config order.
+    pub fn iter(&self) -> impl Iterator<Item = &KeySlot> {
+        self.slots.iter()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fingerprint_is_first_8_hex_of_sha256() {
+        // sha256("abc") = ba7816bf...
+        assert_eq!(Fingerprint::of("abc").to_string(), "ba7816bf");
+    }
+
+    #[test]
+    fn debug_never_shows_the_key() {
+        let key = LoadedKey::new("k", &KeySource::Env("X".into()), "mm-very-secret").unwrap();
+        let debug = format!("{key:?} {:?}", key.authorization());
+        assert!(!debug.contains("mm-very-secret"), "{debug}");
+        assert!(key.authorization().is_sensitive());
+    }
+
+    #[test]
+    fn files_are_trimmed_and_empty_files_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("key");
+        std::fs::write(&path, "  abc\n").unwrap();
+        let key = LoadedKey::load("k", &KeySource::File(path.clone())).unwrap();
+        assert_eq!(key.expose(), "abc");
+        std::fs::write(&path, "\n").unwrap();
+        let err = LoadedKey::load("k", &KeySource::File(path)).unwrap_err();
+        assert!(matches!(err, KeyError::FileEmpty { .. }));
+        let err = LoadedKey::load("k", &KeySource::File(dir.path().join("absent"))).unwrap_err();
+        assert!(err.to_string().contains("absent"), "{err}");
+    }
+
+    #[test]
+    fn control_characters_are_refused_without_echoing_the_key() {
+        let err = LoadedKey::new("k", &KeySource::Env("X".into()), "bad\u{1}secret").unwrap_err();
+        assert!(!err.to_string().contains("secret"), "{err}");
+    }
+}

@@ -1,0 +1,45 @@
+//! mmgate: a local authenticating reverse proxy for the MachineMetrics API.
+//!
+//! Internal tools call mmgate without any MachineMetrics secret; mmgate
+//! decides who is calling, what it may do and how fast, then forwards the
+//! request with the right API key. A request goes through, in order
+//! (`proxy` sequences these steps; each lives in its own module):
+//!
+//! 1. `route`   normalise the path and choose the route (404 `no_route`)
+//! 2. `client`  identify the caller by token hash or as anonymous (401)
+//! 3. `policy`  check the route's scope against the caller's allowlist (403)
+//! 4. `limit`   rate limits per client, key and budget (429)
+//! 5. `forward` strip credentials and hop-by-hop headers, inject the key,
+//!    stream to the upstream and back (413, 502, 504)
+//! 6. `error`   the one place a refusal becomes a JSON response
+//!
+//! Around them: `config` (TOML + env -> validated `Settings`), `keys` (key
+//! sources and fingerprints), `state` (the snapshot every request reads),
+//! `server` (listeners, connections, shutdown), `admin` (`/healthz`,
+//! `/readyz`), `check` (`mmgate check` and `mmgate token`).
+
+pub mod admin;
+pub mod check;
+pub mod client;
+pub mod config;
+pub mod error;
+pub mod forward;
+pub mod keys;
+pub mod limit;
+pub mod policy;
+pub mod proxy;
+pub mod route;
+pub mod server;
+pub mod state;
+
+use std::sync::Arc;
+
+use axum::Router;
+
+pub use state::{Gate, Runtime};
+
+/// The proxy router: one handler for every method and path, so that routing
+/// follows DESIGN.md's normalisation rules rather than axum's matcher.
+pub fn app(gate: Arc<Gate>) -> Router {
+    Router::new().fallback(proxy::handle).with_state(gate)
+}

@@ -1,0 +1,202 @@
+//! The `mmgate` binary: parses the command line, sets up logging, loads the
+//! configuration and keys, and wires signals to the server. Everything else
+//! lives in the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use mmgate::config::{ConfigOrigin, Settings};
+use mmgate::keys::KeyStore;
+use mmgate::server::Server;
+use mmgate::{check, Gate, Runtime};
+use tokio::signal::unix::{signal, SignalKind};
+use tracing_subscriber::EnvFilter;
+
+/// Exit code for a configuration or key error at start.
+const EXIT_CONFIG: u8 = 2;
+
+#[derive(Parser)]
+#[command(name = "mmgate", version, about = "Local authenticating reverse proxy for the MachineMetrics API")]
+struct Cli {
+    /// Configuration file (default: $MMGATE_CONFIG, else the embedded default).
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Validate the configuration and print a summary (no secrets).
+    Check {
+        /// Validate everything except reading the keys (for CI without secrets).
+        #[arg(long)]
+        skip_keys: bool,
+    },
+    /// Mint a new client token and print the config lines to paste.
+    Token {
+        /// The client's name, as in [clients.NAME].
+        name: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Token { name }) => token(&name),
+        Some(Command::Check { skip_keys }) => run_check(ConfigOrigin::resolve(cli.config), skip_keys),
+        None => serve(ConfigOrigin::resolve(cli.config)),
+    }
+}
+
+fn token(name: &str) -> ExitCode {
+    if !check::valid_client_name(name) {
+        eprintln!("mmgate: `{name}` is not a client name; use 1 to 64 of A-Z a-z 0-9 _ - .");
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    match check::mint_token(name) {
+        Ok((token, snippet)) => {
+            println!("Token for client `{name}` (shown once: store it where that tool keeps secrets):\n\n  {token}\n");
+            println!("Paste into mmgate.toml (mmgate keeps only the hash), then adjust scopes:\n\n{snippet}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("mmgate: cannot read random bytes: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_check(origin: ConfigOrigin, skip_keys: bool) -> ExitCode {
+    let settings = match Settings::load(origin) {
+        Ok(settings) => settings,
+        Err(e) => {
+            eprintln!("mmgate check: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let report = check::check(&settings, skip_keys);
+    print!("{}", report.text);
+    if report.ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+fn serve(origin: ConfigOrigin) -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_writer(std::io::stderr)
+        .init();
+    // TOKIO_WORKER_THREADS is honoured by the builder when set.
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("mmgate: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async_serve(origin))
+}
+
+async fn async_serve(origin: ConfigOrigin) -> ExitCode {
+    // SIGHUP's default action kills the process: take it over before anything
+    // (a config-management tool, say) has a chance to send it.
+    let (Ok(mut hangup), Ok(mut terminate), Ok(mut interrupt)) = (
+        signal(SignalKind::hangup()),
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        eprintln!("mmgate: cannot install signal handlers");
+        return ExitCode::FAILURE;
+    };
+    let settings = match Settings::load(origin.clone()) {
+        Ok(settings) => settings,
+        Err(e) => {
+            eprintln!("mmgate: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    for warning in &settings.warnings {
+        tracing::warn!("{warning}");
+    }
+    let keys = match KeyStore::load(&settings.keys) {
+        Ok(keys) => keys,
+        Err(errors) => {
+            for e in errors {
+                eprintln!("mmgate: {e}");
+            }
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    for slot in keys.iter() {
+        if let Some(key) = slot.current() {
+            tracing::info!(key = slot.name(), fingerprint = %key.fingerprint(), "key loaded");
+        }
+    }
+    let gate = Gate::new(Runtime::new(settings, keys));
+    let server = match Server::bind(gate.clone()).await {
+        Ok(server) => server,
+        Err(e) => {
+            eprintln!("mmgate: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    {
+        let runtime = gate.runtime();
+        tracing::info!(
+            listen = %runtime.settings.server.listen,
+            admin = %runtime.settings.server.admin_listen,
+            upstream = %runtime.settings.upstream.url,
+            config = %runtime.settings.origin,
+            "mmgate starting"
+        );
+    }
+
+    let reload_gate = gate.clone();
+    let reloader = tokio::spawn(async move {
+        while hangup.recv().await.is_some() {
+            reload(&reload_gate, &origin);
+        }
+    });
+    let shutdown = async move {
+        tokio::select! {
+            _ = terminate.recv() => tracing::info!("SIGTERM received"),
+            _ = interrupt.recv() => tracing::info!("SIGINT received"),
+        }
+    };
+    server.run(shutdown).await;
+    reloader.abort();
+    ExitCode::SUCCESS
+}
+
+/// Re-reads the config and every key; swaps only if all of it is valid.
+fn reload(gate: &Gate, origin: &ConfigOrigin) {
+    let settings = match Settings::load(origin.clone()) {
+        Ok(settings) => settings,
+        Err(e) => {
+            tracing::error!("reload refused, keeping the running config: {e}");
+            return;
+        }
+    };
+    let keys = match KeyStore::load(&settings.keys) {
+        Ok(keys) => keys,
+        Err(errors) => {
+            for e in errors {
+                tracing::error!("reload refused, keeping the running config: {e}");
+            }
+            return;
+        }
+    };
+    let old = gate.runtime();
+    if old.settings.server.listen != settings.server.listen || old.settings.server.admin_listen != settings.server.admin_listen {
+        tracing::warn!("a changed listen or admin_listen address takes effect only after a restart");
+    }
+    for warning in &settings.warnings {
+        tracing::warn!("{warning}");
+    }
+    gate.swap(Runtime::new(settings, keys));
+    tracing::info!(config = %origin, "configuration reloaded");
+}

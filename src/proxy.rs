@@ -1,0 +1,182 @@
+//! The request path, in order. Each step lives in its own module; this file
+//! only sequences them, so DESIGN.md's steps read top to bottom here:
+//!
+//! 0. protocol checks: CONNECT, TRACE and upgrades refused; header size
+//! 1. `route`: normalise the path, pick the route (404 before any auth)
+//! 2. `client`: who is calling (401)
+//! 3. `policy`: may it use this route (403)
+//! 4. `limit`: rate limits (429)
+//! 5. `forward`: swap credentials, stream to the upstream and back
+//! 6. `error`: anything refused above becomes one JSON error response
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::response::Response;
+use http::{header, HeaderMap, HeaderValue, Method};
+use http_body_util::BodyExt;
+
+use crate::error::ProxyError;
+use crate::forward::{self, Outbound, X_REQUEST_ID};
+use crate::state::{Gate, Runtime};
+use crate::{policy, route};
+
+/// What the access log reports about a request, filled in as steps pass.
+#[derive(Default)]
+struct Seen<'a> {
+    route: Option<&'a str>,
+    client: Option<&'a str>,
+}
+
+/// The proxy's only handler: every method, every path.
+pub async fn handle(State(gate): State<Arc<Gate>>, request: Request) -> Response {
+    let started = Instant::now();
+    let guard = gate.track();
+    let request_id = request_id(request.headers());
+    let method = request.method().clone();
+    let runtime = gate.runtime();
+    let mut seen = Seen::default();
+    let mut response = match checked_forward(&runtime, request, &request_id, &mut seen).await {
+        Ok(response) => response,
+        Err(e) => e.into_response(request_id.to_str().unwrap_or_default()),
+    };
+    response.headers_mut().insert(X_REQUEST_ID.clone(), request_id.clone());
+    tracing::info!(
+        target: "mmgate::access",
+        request_id = request_id.to_str().unwrap_or_default(),
+        method = %method,
+        route = seen.route.unwrap_or("none"),
+        client = seen.client.unwrap_or("-"),
+        status = response.status().as_u16(),
+        latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+    );
+    // The request stays in flight until its response body is done.
+    response.map(|body| Body::new(body.map_frame(move |frame| {
+        let _ = &guard;
+        frame
+    })))
+}
+
+async fn checked_forward<'a>(
+    runtime: &'a Runtime,
+    request: Request,
+    request_id: &HeaderValue,
+    seen: &mut Seen<'a>,
+) -> Result<Response, ProxyError> {
+    let settings = &runtime.settings;
+    refuse_tunnels(request.method(), request.headers())?;
+    check_header_size(request.headers(), settings.server.max_header_bytes)?;
+
+    let path = route::normalise(request.uri().path())?;
+    let route = settings.routes.find(&path).ok_or(ProxyError::NoRoute)?;
+    seen.route = Some(&route.pattern);
+
+    let client = settings.clients.identify(request.headers())?;
+    seen.client = Some(&client.name);
+
+    policy::require(client.scopes, route.scope, &settings.scopes, &format_args!("route `{}`", route.pattern))?;
+
+    let max_body = settings.server.max_body;
+    if declared_length(request.headers()).is_some_and(|len| len > max_body) {
+        return Err(ProxyError::BodyTooLarge { limit: max_body });
+    }
+    let key = runtime.keys.slot(route.key).and_then(|slot| slot.current()).ok_or(ProxyError::KeyUnavailable)?;
+    let upstream = &settings.upstream;
+    let out = Outbound {
+        uri: forward::upstream_uri(upstream, &path, request.uri().query())?,
+        authorization: key.authorization(),
+        request_id,
+        max_body,
+    };
+    let outbound = forward::upstream_request(request, out, upstream);
+    forward::send(&runtime.upstream, outbound, upstream.timeout, upstream.body_idle_timeout, max_body).await
+}
+
+/// CONNECT and protocol upgrades would turn mmgate into a tunnel it cannot
+/// check; TRACE would echo the injected key back to the caller.
+fn refuse_tunnels(method: &Method, headers: &HeaderMap) -> Result<(), ProxyError> {
+    if method == Method::CONNECT {
+        return Err(ProxyError::MethodNotAllowed("CONNECT is not supported"));
+    }
+    if method == Method::TRACE {
+        return Err(ProxyError::MethodNotAllowed("TRACE is not supported"));
+    }
+    let upgrade_requested = headers.contains_key(header::UPGRADE)
+        || headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")));
+    if upgrade_requested {
+        return Err(ProxyError::MethodNotAllowed("protocol upgrades (WebSocket) are not supported"));
+    }
+    Ok(())
+}
+
+/// Counts header bytes as they appear on the wire (`name: value\r\n`).
+fn check_header_size(headers: &HeaderMap, limit: usize) -> Result<(), ProxyError> {
+    let size: usize = headers.iter().map(|(n, v)| n.as_str().len() + v.len() + 4).sum();
+    if size > limit {
+        return Err(ProxyError::HeadersTooLarge { limit });
+    }
+    Ok(())
+}
+
+fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    headers.get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
+}
+
+/// The caller's `X-Request-Id` when well formed (1 to 128 of `A-Za-z0-9._-`), else a new one.
+fn request_id(headers: &HeaderMap) -> HeaderValue {
+    if let Some(value) = headers.get(&X_REQUEST_ID) {
+        let bytes = value.as_bytes();
+        let well_formed = (1..=128).contains(&bytes.len())
+            && bytes.iter().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+        if well_formed {
+            return value.clone();
+        }
+    }
+    new_request_id()
+}
+
+/// A process-unique id: a random per-process prefix and a counter, cheap and never repeated.
+fn new_request_id() -> HeaderValue {
+    static PREFIX: OnceLock<String> = OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let prefix = PREFIX.get_or_init(|| {
+        let mut bytes = [0u8; 6];
+        // Uniqueness comes from the counter; a failed random read only makes
+        // ids of two processes easier to confuse.
+        let _ = getrandom::fill(&mut bytes);
+        hex::encode(bytes)
+    });
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let id = format!("{prefix}-{n:08x}");
+    HeaderValue::from_str(&id).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_are_kept_only_when_well_formed() {
+        let mut h = HeaderMap::new();
+        h.insert(&X_REQUEST_ID, HeaderValue::from_static("abc.DEF_1-2"));
+        assert_eq!(request_id(&h), "abc.DEF_1-2");
+        for bad in ["", "a b", "a/b", "ü"] {
+            let mut h = HeaderMap::new();
+            if let Ok(v) = HeaderValue::from_str(bad) {
+                h.insert(&X_REQUEST_ID, v);
+            }
+            assert_ne!(request_id(&h).as_bytes(), bad.as_bytes());
+        }
+        let mut h = HeaderMap::new();
+        h.insert(&X_REQUEST_ID, HeaderValue::from_str(&"a".repeat(129)).unwrap());
+        assert_eq!(request_id(&h).len(), 21);
+        assert_ne!(new_request_id(), new_request_id());
+    }
+}
