@@ -51,7 +51,15 @@ async fn readyz(State(gate): State<Arc<Gate>>) -> Response {
             state: slot.state().as_str(),
         })
         .collect();
-    let ready = gate.is_serving() && runtime.keys.iter().all(|slot| slot.state() == KeyState::Loaded);
-    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let ready = gate.is_serving()
+        && runtime
+            .keys
+            .iter()
+            .all(|slot| slot.state() == KeyState::Loaded);
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (status, Json(Readiness { ready, keys })).into_response()
 }

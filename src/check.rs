@@ -31,17 +31,34 @@ pub fn check(settings: &Settings, skip_keys: bool) -> Report {
     let _ = writeln!(out, "\nroutes");
     for route in s.routes.iter() {
         let key = s.keys.get(route.key).map_or("?", |k| k.name.as_str());
-        let _ = write!(out, "  {:<20} key {key}  scope {}", route.pattern, s.scopes.name(route.scope));
+        let _ = write!(
+            out,
+            "  {:<20} key {key}  scope {}",
+            route.pattern,
+            s.scopes.name(route.scope)
+        );
         if let RouteKind::Graphql(g) = &route.kind {
-            let mutations = g.mutation_scope.map_or("denied".to_owned(), |m| format!("scope {}", s.scopes.name(m)));
-            let _ = write!(out, "  graphql (mutations: {mutations}; max_depth {})", g.max_depth);
+            let mutations = g.mutation_scope.map_or("denied".to_owned(), |m| {
+                format!("scope {}", s.scopes.name(m))
+            });
+            let _ = write!(
+                out,
+                "  graphql (mutations: {mutations}; max_depth {})",
+                g.max_depth
+            );
         }
         out.push('\n');
     }
 
     let _ = writeln!(out, "\nkeys");
     for key in &s.keys {
-        let _ = write!(out, "  {:<20} {}  scopes {}", key.name, key.source, s.scopes.list(key.scopes));
+        let _ = write!(
+            out,
+            "  {:<20} {}  scopes {}",
+            key.name,
+            key.source,
+            s.scopes.list(key.scopes)
+        );
         if let Some(limit) = &key.limit {
             let _ = write!(out, "  limit {limit}");
         }
@@ -76,7 +93,12 @@ pub fn check(settings: &Settings, skip_keys: bool) -> Report {
             Credential::Token(_) => "token",
             Credential::Anonymous => "anonymous",
         };
-        let _ = write!(out, "  {:<20} {how}  scopes {}", client.name, s.scopes.list(client.scopes));
+        let _ = write!(
+            out,
+            "  {:<20} {how}  scopes {}",
+            client.name,
+            s.scopes.list(client.scopes)
+        );
         if let Some(limit) = &client.limit {
             let _ = write!(out, "  limit {limit}");
         }
@@ -97,7 +119,12 @@ pub fn check(settings: &Settings, skip_keys: bool) -> Report {
     }
     let ok = errors.is_empty();
     let verdict = if ok { "OK" } else { "FAILED" };
-    let _ = writeln!(out, "\n{verdict}: {} error(s), {} warning(s)", errors.len(), s.warnings.len());
+    let _ = writeln!(
+        out,
+        "\n{verdict}: {} error(s), {} warning(s)",
+        errors.len(),
+        s.warnings.len()
+    );
     Report { text: out, ok }
 }
 
@@ -105,7 +132,9 @@ pub fn check(settings: &Settings, skip_keys: bool) -> Report {
 pub fn valid_client_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
 }
 
 /// Mints a random client token; returns the token and the config lines to paste.

@@ -93,8 +93,14 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 }
 
 /// The upstream URI: configured scheme, host and base path, then the normalised path and the query.
-pub fn upstream_uri(upstream: &UpstreamSettings, path: &str, query: Option<&str>) -> Result<Uri, ProxyError> {
-    let mut path_and_query = String::with_capacity(upstream.base_path.len() + path.len() + query.map_or(0, |q| q.len() + 1));
+pub fn upstream_uri(
+    upstream: &UpstreamSettings,
+    path: &str,
+    query: Option<&str>,
+) -> Result<Uri, ProxyError> {
+    let mut path_and_query = String::with_capacity(
+        upstream.base_path.len() + path.len() + query.map_or(0, |q| q.len() + 1),
+    );
     path_and_query.push_str(&upstream.base_path);
     path_and_query.push_str(path);
     if let Some(q) = query {
@@ -122,7 +128,11 @@ pub struct Outbound<'a> {
 }
 
 /// Turns the caller's request into the upstream request.
-pub fn upstream_request(mut request: Request<Body>, out: Outbound<'_>, upstream: &UpstreamSettings) -> Request<ForwardBody> {
+pub fn upstream_request(
+    mut request: Request<Body>,
+    out: Outbound<'_>,
+    upstream: &UpstreamSettings,
+) -> Request<ForwardBody> {
     let headers = request.headers_mut();
     strip_hop_by_hop(headers);
     headers.remove(header::AUTHORIZATION);
@@ -151,7 +161,10 @@ pub async fn send(
     };
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
-    Ok(Response::from_parts(parts, Body::new(TimeoutBody::new(body_idle_timeout, body))))
+    Ok(Response::from_parts(
+        parts,
+        Body::new(TimeoutBody::new(body_idle_timeout, body)),
+    ))
 }
 
 /// Maps a client error: the caller's oversized body is the caller's fault, the rest is the upstream's.
@@ -185,9 +198,15 @@ mod tests {
     #[test]
     fn connection_named_headers_go_but_content_type_stays() {
         let mut h = HeaderMap::new();
-        h.insert(header::CONNECTION, HeaderValue::from_static("close, X-Secret, authorization, content-type"));
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("close, X-Secret, authorization, content-type"),
+        );
         h.insert("x-secret", HeaderValue::from_static("1"));
-        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
         h.insert(header::TE, HeaderValue::from_static("trailers"));
         h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
         h.insert("keep-alive", HeaderValue::from_static("timeout=5"));

@@ -17,7 +17,11 @@ use tracing_subscriber::EnvFilter;
 const EXIT_CONFIG: u8 = 2;
 
 #[derive(Parser)]
-#[command(name = "mmgate", version, about = "Local authenticating reverse proxy for the MachineMetrics API")]
+#[command(
+    name = "mmgate",
+    version,
+    about = "Local authenticating reverse proxy for the MachineMetrics API"
+)]
 struct Cli {
     /// Configuration file (default: $MMGATE_CONFIG, else the embedded default).
     #[arg(long, global = true, value_name = "FILE")]
@@ -45,7 +49,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Token { name }) => token(&name),
-        Some(Command::Check { skip_keys }) => run_check(ConfigOrigin::resolve(cli.config), skip_keys),
+        Some(Command::Check { skip_keys }) => {
+            run_check(ConfigOrigin::resolve(cli.config), skip_keys)
+        }
         None => serve(ConfigOrigin::resolve(cli.config)),
     }
 }
@@ -87,11 +93,16 @@ fn run_check(origin: ConfigOrigin, skip_keys: bool) -> ExitCode {
 
 fn serve(origin: ConfigOrigin) -> ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
         .with_writer(std::io::stderr)
         .init();
     // TOKIO_WORKER_THREADS is honoured by the builder when set.
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("mmgate: cannot start the async runtime: {e}");
@@ -191,8 +202,12 @@ fn reload(gate: &Gate, origin: &ConfigOrigin) {
         }
     };
     let old = gate.runtime();
-    if old.settings.server.listen != settings.server.listen || old.settings.server.admin_listen != settings.server.admin_listen {
-        tracing::warn!("a changed listen or admin_listen address takes effect only after a restart");
+    if old.settings.server.listen != settings.server.listen
+        || old.settings.server.admin_listen != settings.server.admin_listen
+    {
+        tracing::warn!(
+            "a changed listen or admin_listen address takes effect only after a restart"
+        );
     }
     for warning in &settings.warnings {
         tracing::warn!("{warning}");

@@ -55,7 +55,9 @@ impl ScopeSet {
 
     /// The scopes in the set, in interning order.
     pub fn iter(self) -> impl Iterator<Item = Scope> {
-        (0..MAX_SCOPES as u8).filter(move |i| self.0 & (1 << i) != 0).map(Scope)
+        (0..MAX_SCOPES as u8)
+            .filter(move |i| self.0 & (1 << i) != 0)
+            .map(Scope)
     }
 }
 
@@ -107,7 +109,12 @@ impl fmt::Display for ScopeList<'_> {
 }
 
 /// Allows the request when the client holds `needed`; names what was missing otherwise.
-pub fn require(held: ScopeSet, needed: Scope, names: &ScopeNames, what: &dyn fmt::Display) -> Result<(), ProxyError> {
+pub fn require(
+    held: ScopeSet,
+    needed: Scope,
+    names: &ScopeNames,
+    what: &dyn fmt::Display,
+) -> Result<(), ProxyError> {
     if held.contains(needed) {
         Ok(())
     } else {
@@ -144,7 +151,10 @@ mod tests {
         held.insert(reporting);
         assert!(require(held, reporting, &names, &"route `/graphql`").is_ok());
         let err = require(held, write, &names, &"a mutation").unwrap_err();
-        assert_eq!(err.to_string(), "a mutation needs scope `write`, which this client does not hold");
+        assert_eq!(
+            err.to_string(),
+            "a mutation needs scope `write`, which this client does not hold"
+        );
         assert_eq!(names.list(held).to_string(), "[reporting]");
     }
 }

@@ -130,7 +130,9 @@ fn hex_value(b: u8) -> Option<u8> {
 /// Decodes the unreserved escapes of one segment; other escapes are kept, in upper case.
 fn decode_segment(segment: &str) -> Result<Cow<'_, str>, ProxyError> {
     if segment.contains('\\') {
-        return Err(ProxyError::BadRequest("a backslash is not allowed in the path".into()));
+        return Err(ProxyError::BadRequest(
+            "a backslash is not allowed in the path".into(),
+        ));
     }
     if !segment.contains('%') {
         return Ok(Cow::Borrowed(segment));
@@ -149,11 +151,15 @@ fn decode_segment(segment: &str) -> Result<Cow<'_, str>, ProxyError> {
             bytes.get(i + 1).copied().and_then(hex_value),
             bytes.get(i + 2).copied().and_then(hex_value),
         ) else {
-            return Err(ProxyError::BadRequest("malformed percent-escape in the path".into()));
+            return Err(ProxyError::BadRequest(
+                "malformed percent-escape in the path".into(),
+            ));
         };
         let decoded = hi << 4 | lo;
         if decoded == b'/' || decoded == b'\\' {
-            return Err(ProxyError::BadRequest("an encoded `/` or `\\` is not allowed in the path".into()));
+            return Err(ProxyError::BadRequest(
+                "an encoded `/` or `\\` is not allowed in the path".into(),
+            ));
         }
         if is_unreserved(decoded) {
             out.push(char::from(decoded));
@@ -170,7 +176,9 @@ fn decode_segment(segment: &str) -> Result<Cow<'_, str>, ProxyError> {
 /// Normalises a request path as DESIGN.md step 1 says; borrows when it is already normal.
 pub fn normalise(path: &str) -> Result<Cow<'_, str>, ProxyError> {
     if !path.starts_with('/') {
-        return Err(ProxyError::BadRequest("the request target must be a path starting with `/`".into()));
+        return Err(ProxyError::BadRequest(
+            "the request target must be a path starting with `/`".into(),
+        ));
     }
     // Non-ASCII bytes cannot come from a valid URI; `path` is ASCII-checked by
     // `http::Uri`, and `decode_segment` only ever produces ASCII.
@@ -214,13 +222,18 @@ mod tests {
     use crate::policy::ScopeNames;
 
     fn norm(p: &str) -> Result<String, String> {
-        normalise(p).map(|c| c.into_owned()).map_err(|e| e.to_string())
+        normalise(p)
+            .map(|c| c.into_owned())
+            .map_err(|e| e.to_string())
     }
 
     #[test]
     fn normal_paths_are_borrowed() {
         assert!(matches!(normalise("/graphql").unwrap(), Cow::Borrowed(_)));
-        assert!(matches!(normalise("/reports/production").unwrap(), Cow::Borrowed(_)));
+        assert!(matches!(
+            normalise("/reports/production").unwrap(),
+            Cow::Borrowed(_)
+        ));
         assert!(matches!(normalise("/a.b/c..d/").unwrap(), Cow::Borrowed(_)));
     }
 
@@ -229,7 +242,10 @@ mod tests {
         assert_eq!(norm("/reports/../graphql").unwrap(), "/graphql");
         assert_eq!(norm("/reports/%2e%2e/graphql").unwrap(), "/graphql");
         assert_eq!(norm("/reports/.%2E/graphql").unwrap(), "/graphql");
-        assert_eq!(norm("/reports/./production").unwrap(), "/reports/production");
+        assert_eq!(
+            norm("/reports/./production").unwrap(),
+            "/reports/production"
+        );
         assert_eq!(norm("//graphql").unwrap(), "/graphql");
         assert_eq!(norm("/reports//production").unwrap(), "/reports/production");
         assert_eq!(norm("/reports/.").unwrap(), "/reports/");
@@ -270,10 +286,27 @@ mod tests {
 
     #[test]
     fn patterns_parse() {
-        assert_eq!(PathPattern::parse("/graphql"), Some(PathPattern::Exact("/graphql".into())));
-        assert_eq!(PathPattern::parse("/reports/*"), Some(PathPattern::Prefix("/reports/".into())));
-        assert_eq!(PathPattern::parse("/*"), Some(PathPattern::Prefix("/".into())));
-        for bad in ["graphql", "/reports*", "/a/*/b", "/a/../b", "/a//b", "/a%2Fb", ""] {
+        assert_eq!(
+            PathPattern::parse("/graphql"),
+            Some(PathPattern::Exact("/graphql".into()))
+        );
+        assert_eq!(
+            PathPattern::parse("/reports/*"),
+            Some(PathPattern::Prefix("/reports/".into()))
+        );
+        assert_eq!(
+            PathPattern::parse("/*"),
+            Some(PathPattern::Prefix("/".into()))
+        );
+        for bad in [
+            "graphql",
+            "/reports*",
+            "/a/*/b",
+            "/a/../b",
+            "/a//b",
+            "/a%2Fb",
+            "",
+        ] {
             assert_eq!(PathPattern::parse(bad), None, "{bad:?}");
         }
     }
@@ -289,7 +322,11 @@ mod tests {
             scope,
             kind: RouteKind::Rest,
         };
-        let table = RouteTable::new(vec![route("/*"), route("/reports/*"), route("/reports/special")]);
+        let table = RouteTable::new(vec![
+            route("/*"),
+            route("/reports/*"),
+            route("/reports/special"),
+        ]);
         let find = |p: &str| table.find(p).map(|r| r.pattern.as_str());
         assert_eq!(find("/reports/special"), Some("/reports/special"));
         assert_eq!(find("/reports/production"), Some("/reports/*"));

@@ -156,7 +156,9 @@ impl<'de> Deserialize<'de> for HumanDuration {
             fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
                 humantime::parse_duration(v.trim())
                     .map(HumanDuration)
-                    .map_err(|e| E::custom(format!("`{v}` is not a duration ({e}); write e.g. \"30s\"")))
+                    .map_err(|e| {
+                        E::custom(format!("`{v}` is not a duration ({e}); write e.g. \"30s\""))
+                    })
             }
         }
         deserializer.deserialize_any(V)
@@ -187,7 +189,9 @@ impl<'de> Deserialize<'de> for ByteSize {
                 v.trim()
                     .parse::<bytesize::ByteSize>()
                     .map(|b| ByteSize(b.as_u64()))
-                    .map_err(|e| E::custom(format!("`{v}` is not a size ({e}); write e.g. \"1MiB\"")))
+                    .map_err(|e| {
+                        E::custom(format!("`{v}` is not a size ({e}); write e.g. \"1MiB\""))
+                    })
             }
         }
         deserializer.deserialize_any(V)

@@ -1,0 +1,201 @@
+//! Config validation: every mistake reported at once, naming the key and the fix.
+
+use mmgate::config::{ConfigError, Settings};
+
+use crate::support::sha;
+
+fn problems(toml: &str) -> Vec<String> {
+    match Settings::from_toml(toml) {
+        Ok(_) => panic!("config should be invalid:\n{toml}"),
+        Err(ConfigError::Invalid { problems, .. }) => {
+            problems.iter().map(ToString::to_string).collect()
+        }
+        Err(other) => vec![other.to_string()],
+    }
+}
+
+fn warnings(toml: &str) -> Vec<String> {
+    Settings::from_toml(toml)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .warnings
+}
+
+const KEY: &str = "[keys.reporting]\nenv = \"MM_TEST_KEY\"\nscopes = [\"reporting\"]\n";
+const ROUTE: &str =
+    "[[routes]]\npath = \"/reports/*\"\nkey = \"reporting\"\nscope = \"reporting\"\n";
+
+#[test]
+fn every_problem_is_reported_together() {
+    let toml = format!(
+        r#"
+[keys.reporting]
+env = "MM_TEST_KEY"
+file = "/tmp/also"
+scopes = ["reporting"]
+
+[keys.erp]
+env = "MMGATE_SNEAKY"
+scopes = ["erp"]
+
+[[routes]]
+path = "/graphql"
+key = "nope"
+scope = "reporting"
+
+[[routes]]
+path = "/erp/*"
+key = "erp"
+scope = "reporting"
+
+[[routes]]
+path = "reports/*"
+key = "erp"
+scope = "erp"
+
+[[routes]]
+path = "/erp/*"
+key = "erp"
+scope = "erp"
+
+[clients.a]
+token_sha256 = "{h}"
+scopes = ["reporting"]
+
+[clients.b]
+token_sha256 = "{h}"
+scopes = ["reporting"]
+
+[clients.c]
+token_sha256 = "not-hex"
+
+[clients.d]
+anonymous = true
+token_sha256 = "{h}"
+"#,
+        h = sha("t")
+    );
+    let found = problems(&toml);
+    let expect = [
+        "keys.reporting: set exactly one of `env`",
+        "keys.erp.env: must not start with MMGATE_",
+        "routes[0].key: no key named `nope`",
+        "routes[1].scope: key `erp` is not granted scope `reporting`",
+        "routes[2].path: `reports/*` is not a path pattern",
+        "routes[3].path: `/erp/*` is already routes[1]",
+        "clients.b.token_sha256: the same hash as clients.a",
+        "clients.c.token_sha256: must be 64 hex digits",
+        "clients.d: set exactly one of",
+    ];
+    for e in expect {
+        assert!(
+            found.iter().any(|p| p.starts_with(e)),
+            "missing {e:?} in {found:#?}"
+        );
+    }
+    assert_eq!(found.len(), expect.len(), "{found:#?}");
+}
+
+#[test]
+fn unknown_keys_are_errors_naming_the_key() {
+    let err = Settings::from_toml(&format!("{KEY}{ROUTE}[server]\nlisten_port = 1\n"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("server") && err.contains("listen_port"),
+        "{err}"
+    );
+    let err = Settings::from_toml(&format!(
+        "{KEY}{ROUTE}[clients.x]\nanonymous = true\nscope = [\"reporting\"]\n"
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("scope") && err.contains("clients.x"), "{err}");
+}
+
+#[test]
+fn values_are_checked() {
+    let found = problems(&format!(
+        "{KEY}{ROUTE}[server]\nlisten = \"localhost\"\nmax_body = 0\n[upstream]\nurl = \"ftp://x\"\ntimeout = \"0s\"\n[clients.x]\nanonymous = true\nscopes = [\"reporting\"]\nlimit = {{ per_second = 1, per_minute = 2 }}\n"
+    ));
+    for e in [
+        "server.listen:",
+        "server.max_body:",
+        "upstream.url:",
+        "upstream.timeout:",
+        "clients.x.limit: set exactly one",
+    ] {
+        assert!(
+            found.iter().any(|p| p.starts_with(e)),
+            "missing {e:?} in {found:#?}"
+        );
+    }
+    let err = Settings::from_toml(&format!(
+        "{KEY}{ROUTE}[server]\nshutdown_grace = \"soon\"\n"
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("shutdown_grace") && err.contains("not a duration"),
+        "{err}"
+    );
+    let err = Settings::from_toml(&format!("{KEY}{ROUTE}[server]\nmax_body = \"lots\"\n"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("max_body"), "{err}");
+}
+
+#[test]
+fn no_routes_is_an_error() {
+    let found = problems(KEY);
+    assert!(
+        found.iter().any(|p| p.starts_with("routes: no routes")),
+        "{found:?}"
+    );
+}
+
+#[test]
+fn least_privilege_and_unknown_scopes_are_warnings() {
+    let w = warnings(&format!(
+        "[keys.reporting]\nenv = \"MM_TEST_KEY\"\nscopes = [\"reporting\", \"erp\"]\n{ROUTE}[clients.x]\nanonymous = true\nscopes = [\"reporting\", \"reportng\", \"manager\"]\n"
+    ));
+    let joined = w.join("\n");
+    assert!(joined.contains("keys.reporting: granted [erp]"), "{joined}");
+    assert!(
+        joined.contains("clients.x: scope `reportng` is unknown"),
+        "{joined}"
+    );
+    assert!(joined.contains("clients.x: holds [manager]"), "{joined}");
+}
+
+#[test]
+fn custom_mutation_scopes_are_known() {
+    let w = warnings(&format!(
+        "{KEY}[[routes]]\npath = \"/graphql\"\nkey = \"reporting\"\nscope = \"reporting\"\nkind = \"graphql\"\nmutation_scope = \"write\"\n[clients.x]\nanonymous = true\nscopes = [\"reporting\", \"write\"]\n"
+    ));
+    assert!(w.is_empty(), "{w:?}");
+}
+
+#[test]
+fn plain_http_upstream_off_loopback_is_a_warning() {
+    let w = warnings(&format!(
+        "{KEY}{ROUTE}[upstream]\nurl = \"http://mm.internal\"\n"
+    ));
+    assert!(w.iter().any(|x| x.starts_with("upstream.url:")), "{w:?}");
+    let w = warnings(&format!(
+        "{KEY}{ROUTE}[upstream]\nurl = \"http://127.0.0.1:8000\"\n"
+    ));
+    assert!(w.is_empty(), "{w:?}");
+}
+
+#[test]
+fn the_embedded_default_and_the_example_are_valid() {
+    let s = Settings::from_toml(mmgate::config::EMBEDDED_DEFAULT).unwrap();
+    assert_eq!(s.server.listen.to_string(), "127.0.0.1:8080");
+    assert_eq!(s.server.admin_listen.to_string(), "127.0.0.1:9090");
+    assert_eq!(s.upstream.url, "https://api.machinemetrics.com");
+    assert!(s.warnings.is_empty(), "{:?}", s.warnings);
+    let example =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/mmgate.toml"))
+            .unwrap();
+    Settings::from_toml(&example).unwrap();
+}

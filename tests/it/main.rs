@@ -1,0 +1,13 @@
+//! Integration tests: real HTTP over loopback, mmgate against a fake
+//! MachineMetrics upstream that records what it receives. One test binary
+//! with a module per behaviour area, so CI links once.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod admin;
+mod cli;
+mod config;
+mod forwarding;
+mod identity;
+mod routing;
+mod support;

@@ -1,0 +1,290 @@
+//! Test harness: a fake MachineMetrics upstream that records what it
+//! receives, mmgate started in-process on port 0, and small HTTP clients.
+
+#![allow(dead_code)]
+
+pub mod upstream;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use mmgate::config::Settings;
+use mmgate::keys::KeyStore;
+use mmgate::server::Server;
+use mmgate::{Gate, Runtime};
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::oneshot;
+
+pub use upstream::Upstream;
+
+/// The reporting key the harness writes to its key file.
+pub const REPORTING_KEY: &str = "mm-reporting-key-0123456789abcdef";
+/// The ERP key the harness writes to its key file.
+pub const ERP_KEY: &str = "mm-erp-key-fedcba9876543210";
+/// Token of client `dashboard` (scope reporting).
+pub const DASH_TOKEN: &str = "dash-token-1";
+/// Token of client `erp-sync` (scopes reporting, erp).
+pub const ERP_TOKEN: &str = "erp-token-2";
+
+/// SHA-256 hex, as `token_sha256` expects.
+pub fn sha(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+/// A temporary directory holding the key files.
+pub struct KeyDir {
+    pub dir: tempfile::TempDir,
+}
+
+impl KeyDir {
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("reporting.key"),
+            format!("{REPORTING_KEY}\n"),
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("erp.key"), ERP_KEY).unwrap();
+        Self { dir }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+}
+
+/// The standard test config: two keys, three routes, two token clients.
+/// `extra` is appended (more clients, an anonymous client...).
+pub fn config(upstream_url: &str, keys: &KeyDir, extra: &str) -> String {
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+admin_listen = "127.0.0.1:0"
+max_body = "64KiB"
+max_header_bytes = "8KiB"
+shutdown_grace = "2s"
+
+[upstream]
+url = "{upstream_url}"
+connect_timeout = "1s"
+timeout = "1s"
+body_idle_timeout = "1s"
+
+[keys.reporting]
+file = "{reporting}"
+scopes = ["reporting"]
+
+[keys.erp]
+file = "{erp}"
+scopes = ["erp"]
+
+[[routes]]
+path = "/graphql"
+key = "reporting"
+scope = "reporting"
+kind = "graphql"
+mutation_scope = "write"
+
+[[routes]]
+path = "/reports/*"
+key = "reporting"
+scope = "reporting"
+
+[[routes]]
+path = "/erp/*"
+key = "erp"
+scope = "erp"
+
+[clients.dashboard]
+token_sha256 = "{dash}"
+scopes = ["reporting"]
+
+[clients.erp-sync]
+token_sha256 = "{erp_token}"
+scopes = ["reporting", "erp"]
+{extra}
+"#,
+        reporting = keys.path("reporting.key").display(),
+        erp = keys.path("erp.key").display(),
+        dash = sha(DASH_TOKEN),
+        erp_token = sha(ERP_TOKEN),
+    )
+}
+
+/// mmgate running in-process.
+pub struct Mmgate {
+    pub addr: SocketAddr,
+    pub admin: SocketAddr,
+    pub gate: Arc<Gate>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Mmgate {
+    /// Starts mmgate on `toml`.
+    pub async fn start(toml: &str) -> Self {
+        let settings =
+            Settings::from_toml(toml).unwrap_or_else(|e| panic!("test config invalid: {e}"));
+        let keys = KeyStore::load(&settings.keys).unwrap_or_else(|e| panic!("keys: {e:?}"));
+        let gate = Gate::new(Runtime::new(settings, keys));
+        let server = Server::bind(gate.clone()).await.unwrap();
+        let addr = server.proxy_addr().unwrap();
+        let admin = server.admin_addr().unwrap();
+        let (stop, stopped) = oneshot::channel();
+        let task = tokio::spawn(server.run(async {
+            let _ = stopped.await;
+        }));
+        while !gate.is_serving() {
+            tokio::task::yield_now().await;
+        }
+        Self {
+            addr,
+            admin,
+            gate,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    /// Starts the fake upstream, the key files and mmgate on the standard config.
+    pub async fn with_upstream(extra: &str) -> (Self, Upstream, KeyDir) {
+        let upstream = Upstream::start().await;
+        let keys = KeyDir::new();
+        let gate = Self::start(&config(&upstream.url(), &keys, extra)).await;
+        (gate, upstream, keys)
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Signals shutdown without waiting; `stopped` then waits for `run` to return.
+    pub fn begin_stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+
+    /// Waits for `run` to return after `begin_stop`.
+    pub async fn stopped(mut self) {
+        if let Some(task) = self.task.take() {
+            task.await.unwrap();
+        }
+    }
+
+    /// Signals shutdown and waits for `run` to return.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.unwrap();
+        }
+    }
+}
+
+/// A response as the test client saw it.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Reply {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|_| panic!("not JSON: {:?}", self.body))
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// Asserts mmgate's JSON error shape with `status` and `code`; returns the message.
+    pub fn assert_error(&self, status: u16, code: &str) -> String {
+        assert_eq!(self.status.as_u16(), status, "body: {}", self.text());
+        assert_eq!(self.headers["content-type"], "application/json");
+        let json = self.json();
+        assert_eq!(json["error"]["code"], code, "{json}");
+        let request_id = json["error"]["request_id"].as_str().unwrap();
+        assert_eq!(self.headers["x-request-id"], request_id);
+        let keys: Vec<&String> = json["error"].as_object().unwrap().keys().collect();
+        assert_eq!(keys, ["code", "message", "request_id"]);
+        for secret in [REPORTING_KEY, ERP_KEY, DASH_TOKEN, ERP_TOKEN] {
+            assert!(!self.text().contains(secret), "secret in error body");
+        }
+        json["error"]["message"].as_str().unwrap().to_owned()
+    }
+}
+
+/// Sends one request with a pooled hyper client.
+pub async fn send(
+    method: Method,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<Bytes>,
+) -> Reply {
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let mut request = Request::builder().method(method).uri(url);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let response = client
+        .request(request.body(Full::new(body.into())).unwrap())
+        .await
+        .unwrap();
+    let (parts, body) = response.into_parts();
+    let body = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    Reply {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+    }
+}
+
+pub async fn get(url: &str, headers: &[(&str, &str)]) -> Reply {
+    send(Method::GET, url, headers, Bytes::new()).await
+}
+
+pub async fn post(url: &str, headers: &[(&str, &str)], body: impl Into<Bytes>) -> Reply {
+    send(Method::POST, url, headers, body).await
+}
+
+/// The `dashboard` client's Authorization header.
+pub const AS_DASHBOARD: (&str, &str) = ("authorization", "Bearer dash-token-1");
+/// The `erp-sync` client's Authorization header.
+pub const AS_ERP: (&str, &str) = ("authorization", "Bearer erp-token-2");
+
+/// Writes raw bytes to `addr` and reads until the server closes; returns the text.
+pub async fn raw(addr: SocketAddr, request: &[u8]) -> String {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        stream.read_to_end(&mut out),
+    )
+    .await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Status code of a raw HTTP response text.
+pub fn raw_status(response: &str) -> u16 {
+    response
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
