@@ -16,10 +16,7 @@ use crate::state::Gate;
 
 /// The admin router.
 pub fn app(gate: Arc<Gate>) -> Router {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .with_state(gate)
+    Router::new().route("/healthz", get(healthz)).route("/readyz", get(readyz)).with_state(gate)
 }
 
 async fn healthz() -> Response {
@@ -51,15 +48,7 @@ async fn readyz(State(gate): State<Arc<Gate>>) -> Response {
             state: slot.state().as_str(),
         })
         .collect();
-    let ready = gate.is_serving()
-        && runtime
-            .keys
-            .iter()
-            .all(|slot| slot.state() == KeyState::Loaded);
-    let status = if ready {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
+    let ready = gate.is_serving() && runtime.keys.iter().all(|slot| slot.state() == KeyState::Loaded);
+    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (status, Json(Readiness { ready, keys })).into_response()
 }

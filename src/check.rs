@@ -31,20 +31,18 @@ pub fn check(settings: &Settings, skip_keys: bool) -> Report {
     let _ = writeln!(out, "\nroutes");
     for route in s.routes.iter() {
         let key = s.keys.get(route.key).map_or("?", |k| k.name.as_str());
-        let _ = write!(
-            out,
-            "  {:<20} key {key}  scope {}",
-            route.pattern,
-            s.scopes.name(route.scope)
-        );
+        let _ = write!(out, "  {:<20} key {key}  scope {}", route.pattern, s.scopes.name(route.scope));
         if let RouteKind::Graphql(g) = &route.kind {
-            let mutations = g.mutation_scope.map_or("denied".to_owned(), |m| {
-                format!("scope {}", s.scopes.name(m))
-            });
+            let mutations = g.mutation_scope.map_or("denied".to_owned(), |m| format!("scope {}", s.scopes.name(m)));
+            let l = &g.limits;
             let _ = write!(
                 out,
-                "  graphql (mutations: {mutations}; max_depth {})",
-                g.max_depth
+                "  graphql (mutations: {mutations}; max_depth {}, max_aliases {}, max_root_fields {}, max_tokens {}, introspection {})",
+                l.max_depth,
+                l.max_aliases,
+                l.max_root_fields,
+                l.max_tokens,
+                if l.introspection { "on" } else { "off" }
             );
         }
         out.push('\n');
@@ -52,13 +50,7 @@ pub fn check(settings: &Settings, skip_keys: bool) -> Report {
 
     let _ = writeln!(out, "\nkeys");
     for key in &s.keys {
-        let _ = write!(
-            out,
-            "  {:<20} {}  scopes {}",
-            key.name,
-            key.source,
-            s.scopes.list(key.scopes)
-        );
+        let _ = write!(out, "  {:<20} {}  scopes {}", key.name, key.source, s.scopes.list(key.scopes));
         if let Some(limit) = &key.limit {
             let _ = write!(out, "  limit {limit}");
         }
@@ -93,14 +85,12 @@ pub fn check(settings: &Settings, skip_keys: bool) -> Report {
             Credential::Token(_) => "token",
             Credential::Anonymous => "anonymous",
         };
-        let _ = write!(
-            out,
-            "  {:<20} {how}  scopes {}",
-            client.name,
-            s.scopes.list(client.scopes)
-        );
+        let _ = write!(out, "  {:<20} {how}  scopes {}", client.name, s.scopes.list(client.scopes));
         if let Some(limit) = &client.limit {
             let _ = write!(out, "  limit {limit}");
+        }
+        if let Some(fields) = &client.graphql_fields {
+            let _ = write!(out, "  graphql_fields [{}]", fields.join(", "));
         }
         out.push('\n');
     }
@@ -119,12 +109,7 @@ pub fn check(settings: &Settings, skip_keys: bool) -> Report {
     }
     let ok = errors.is_empty();
     let verdict = if ok { "OK" } else { "FAILED" };
-    let _ = writeln!(
-        out,
-        "\n{verdict}: {} error(s), {} warning(s)",
-        errors.len(),
-        s.warnings.len()
-    );
+    let _ = writeln!(out, "\n{verdict}: {} error(s), {} warning(s)", errors.len(), s.warnings.len());
     Report { text: out, ok }
 }
 
@@ -132,9 +117,7 @@ pub fn check(settings: &Settings, skip_keys: bool) -> Report {
 pub fn valid_client_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
 }
 
 /// Mints a random client token; returns the token and the config lines to paste.
@@ -142,9 +125,7 @@ pub fn mint_token(name: &str) -> Result<(String, String), getrandom::Error> {
     let mut bytes = [0u8; 24];
     getrandom::fill(&mut bytes)?;
     let token = format!("mmg_{}", hex::encode(bytes));
-    let snippet = format!(
-        "[clients.{name}]\ntoken_sha256 = \"{}\"\nscopes = [\"reporting\"]\n",
-        token_sha256_hex(&token)
-    );
+    let snippet =
+        format!("[clients.{name}]\ntoken_sha256 = \"{}\"\nscopes = [\"reporting\"]\n", token_sha256_hex(&token));
     Ok((token, snippet))
 }

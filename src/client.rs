@@ -37,6 +37,8 @@ pub struct Client {
     pub scopes: ScopeSet,
     /// Its own rate limit, if any.
     pub limit: Option<Limit>,
+    /// GraphQL root fields it may select; `None` allows all.
+    pub graphql_fields: Option<Vec<String>>,
 }
 
 /// Every configured client, searchable by credential.
@@ -49,9 +51,7 @@ pub struct ClientTable {
 impl ClientTable {
     /// Builds the table; the config has already rejected duplicate credentials.
     pub fn new(clients: Vec<Client>) -> Self {
-        let anonymous = clients
-            .iter()
-            .position(|c| c.credential == Credential::Anonymous);
+        let anonymous = clients.iter().position(|c| c.credential == Credential::Anonymous);
         Self { clients, anonymous }
     }
 
@@ -64,20 +64,17 @@ impl ClientTable {
     pub fn identify(&self, headers: &HeaderMap) -> Result<&Client, ProxyError> {
         let mut values = headers.get_all(AUTHORIZATION).iter();
         let Some(value) = values.next() else {
-            return self.anonymous.and_then(|i| self.clients.get(i)).ok_or(
-                ProxyError::Unauthenticated("this route needs `Authorization: Bearer <token>`"),
-            );
+            return self
+                .anonymous
+                .and_then(|i| self.clients.get(i))
+                .ok_or(ProxyError::Unauthenticated("this route needs `Authorization: Bearer <token>`"));
         };
         if values.next().is_some() {
-            return Err(ProxyError::Unauthenticated(
-                "send one Authorization header, not several",
-            ));
+            return Err(ProxyError::Unauthenticated("send one Authorization header, not several"));
         }
-        let token = bearer_token(value.as_bytes()).ok_or(ProxyError::Unauthenticated(
-            "Authorization must be `Bearer <token>`",
-        ))?;
-        self.by_token(&Sha256::digest(token).into())
-            .ok_or(ProxyError::Unauthenticated("unknown token"))
+        let token = bearer_token(value.as_bytes())
+            .ok_or(ProxyError::Unauthenticated("Authorization must be `Bearer <token>`"))?;
+        self.by_token(&Sha256::digest(token).into()).ok_or(ProxyError::Unauthenticated("unknown token"))
     }
 
     fn by_token(&self, presented: &TokenHash) -> Option<&Client> {
@@ -121,6 +118,7 @@ mod tests {
             credential: Credential::Token(Sha256::digest(b"s3cret").into()),
             scopes: ScopeSet::default(),
             limit: None,
+            graphql_fields: None,
         }];
         if anonymous {
             clients.push(Client {
@@ -128,6 +126,7 @@ mod tests {
                 credential: Credential::Anonymous,
                 scopes: ScopeSet::default(),
                 limit: None,
+                graphql_fields: None,
             });
         }
         ClientTable::new(clients)
@@ -138,10 +137,7 @@ mod tests {
         for a in auth {
             headers.append(AUTHORIZATION, HeaderValue::from_str(a).unwrap());
         }
-        table
-            .identify(&headers)
-            .map(|c| c.name.clone())
-            .map_err(|e| e.code().to_owned())
+        table.identify(&headers).map(|c| c.name.clone()).map_err(|e| e.code().to_owned())
     }
 
     #[test]
@@ -150,21 +146,12 @@ mod tests {
         assert_eq!(who(&t, &["Bearer s3cret"]).unwrap(), "dashboard");
         assert_eq!(who(&t, &["bearer s3cret"]).unwrap(), "dashboard");
         assert_eq!(who(&t, &["BEARER  s3cret "]).unwrap(), "dashboard");
-        for bad in [
-            "Bearer nope",
-            "Basic czNjcmV0",
-            "Bearer",
-            "Bearer ",
-            "Bearers3cret",
-            "Token s3cret",
-            "Bearer s3 cret",
-        ] {
+        for bad in
+            ["Bearer nope", "Basic czNjcmV0", "Bearer", "Bearer ", "Bearers3cret", "Token s3cret", "Bearer s3 cret"]
+        {
             assert_eq!(who(&t, &[bad]).unwrap_err(), "unauthenticated", "{bad}");
         }
-        assert_eq!(
-            who(&t, &["Bearer s3cret", "Bearer s3cret"]).unwrap_err(),
-            "unauthenticated"
-        );
+        assert_eq!(who(&t, &["Bearer s3cret", "Bearer s3cret"]).unwrap_err(), "unauthenticated");
     }
 
     #[test]
@@ -172,17 +159,11 @@ mod tests {
         assert_eq!(who(&table(false), &[]).unwrap_err(), "unauthenticated");
         assert_eq!(who(&table(true), &[]).unwrap(), "local");
         // A wrong token never falls back to the anonymous client.
-        assert_eq!(
-            who(&table(true), &["Bearer wrong"]).unwrap_err(),
-            "unauthenticated"
-        );
+        assert_eq!(who(&table(true), &["Bearer wrong"]).unwrap_err(), "unauthenticated");
     }
 
     #[test]
     fn hex_of_a_token() {
-        assert_eq!(
-            token_sha256_hex("abc"),
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-        );
+        assert_eq!(token_sha256_hex("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
     }
 }

@@ -29,10 +29,7 @@ pub enum ProxyError {
     #[error("{0}")]
     UnsupportedMediaType(String),
     #[error("rate limit `{limit}` exceeded; retry in {retry_after_secs} s")]
-    RateLimited {
-        limit: String,
-        retry_after_secs: u64,
-    },
+    RateLimited { limit: String, retry_after_secs: u64 },
     #[error("request headers are larger than the {limit}-byte limit")]
     HeadersTooLarge { limit: usize },
     #[error("the upstream API could not be reached")]
@@ -94,34 +91,20 @@ impl ProxyError {
             request_id: &'a str,
         }
         let message = self.to_string();
-        let body = Body {
-            error: Inner {
-                code: self.code(),
-                message: &message,
-                request_id,
-            },
-        };
+        let body = Body { error: Inner { code: self.code(), message: &message, request_id } };
         // Serialising three strings cannot fail; the fallback keeps this total.
         let json = serde_json::to_vec(&body).unwrap_or_else(|_| b"{}".to_vec());
         let mut response = Response::new(axum::body::Body::from(Bytes::from(json)));
         *response.status_mut() = self.status();
         let headers = response.headers_mut();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         match &self {
-            Self::RateLimited {
-                retry_after_secs, ..
-            } => {
+            Self::RateLimited { retry_after_secs, .. } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
             }
             Self::MethodNotAllowed(_) => {
-                headers.insert(
-                    header::ALLOW,
-                    HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"),
-                );
+                headers.insert(header::ALLOW, HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"));
             }
             _ => {}
         }
@@ -139,19 +122,13 @@ mod tests {
         let response = ProxyError::ScopeDenied("no".into()).into_response("abc");
         assert_eq!(response.status(), StatusCode::FORBIDDEN);
         let body = response.into_body().collect().await.unwrap().to_bytes();
-        assert_eq!(
-            &body[..],
-            br#"{"error":{"code":"scope_denied","message":"no","request_id":"abc"}}"#
-        );
+        assert_eq!(&body[..], br#"{"error":{"code":"scope_denied","message":"no","request_id":"abc"}}"#);
     }
 
     #[test]
     fn rate_limited_carries_retry_after() {
-        let response = ProxyError::RateLimited {
-            limit: "client dashboard".into(),
-            retry_after_secs: 3,
-        }
-        .into_response("x");
+        let response =
+            ProxyError::RateLimited { limit: "client dashboard".into(), retry_after_secs: 3 }.into_response("x");
         assert_eq!(response.headers()[header::RETRY_AFTER], "3");
     }
 }

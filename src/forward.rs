@@ -49,9 +49,7 @@ pub fn client(upstream: &UpstreamSettings) -> UpstreamClient {
         .https_or_http()
         .enable_http1()
         .wrap_connector(http);
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(60))
-        .build(https)
+    Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(60)).build(https)
 }
 
 /// Headers that describe one connection and never cross a proxy (RFC 9110 §7.6.1).
@@ -93,14 +91,9 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 }
 
 /// The upstream URI: configured scheme, host and base path, then the normalised path and the query.
-pub fn upstream_uri(
-    upstream: &UpstreamSettings,
-    path: &str,
-    query: Option<&str>,
-) -> Result<Uri, ProxyError> {
-    let mut path_and_query = String::with_capacity(
-        upstream.base_path.len() + path.len() + query.map_or(0, |q| q.len() + 1),
-    );
+pub fn upstream_uri(upstream: &UpstreamSettings, path: &str, query: Option<&str>) -> Result<Uri, ProxyError> {
+    let mut path_and_query =
+        String::with_capacity(upstream.base_path.len() + path.len() + query.map_or(0, |q| q.len() + 1));
     path_and_query.push_str(&upstream.base_path);
     path_and_query.push_str(path);
     if let Some(q) = query {
@@ -161,10 +154,7 @@ pub async fn send(
     };
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
-    Ok(Response::from_parts(
-        parts,
-        Body::new(TimeoutBody::new(body_idle_timeout, body)),
-    ))
+    Ok(Response::from_parts(parts, Body::new(TimeoutBody::new(body_idle_timeout, body))))
 }
 
 /// Maps a client error: the caller's oversized body is the caller's fault, the rest is the upstream's.
@@ -198,15 +188,9 @@ mod tests {
     #[test]
     fn connection_named_headers_go_but_content_type_stays() {
         let mut h = HeaderMap::new();
-        h.insert(
-            header::CONNECTION,
-            HeaderValue::from_static("close, X-Secret, authorization, content-type"),
-        );
+        h.insert(header::CONNECTION, HeaderValue::from_static("close, X-Secret, authorization, content-type"));
         h.insert("x-secret", HeaderValue::from_static("1"));
-        h.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         h.insert(header::TE, HeaderValue::from_static("trailers"));
         h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
         h.insert("keep-alive", HeaderValue::from_static("timeout=5"));

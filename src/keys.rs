@@ -62,11 +62,7 @@ pub enum KeyError {
     #[error("key `{key}`: environment variable {var} is empty")]
     EnvEmpty { key: String, var: String },
     #[error("key `{key}`: cannot read file {path}: {reason}")]
-    FileUnreadable {
-        key: String,
-        path: String,
-        reason: String,
-    },
+    FileUnreadable { key: String, path: String, reason: String },
     #[error("key `{key}`: file {path} is empty")]
     FileEmpty { key: String, path: String },
     #[error("key `{key}` from {from} contains characters not allowed in an HTTP header")]
@@ -106,62 +102,41 @@ pub struct LoadedKey {
 
 impl fmt::Debug for LoadedKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("LoadedKey")
-            .field("fingerprint", &self.fingerprint)
-            .finish_non_exhaustive()
+        f.debug_struct("LoadedKey").field("fingerprint", &self.fingerprint).finish_non_exhaustive()
     }
 }
 
 impl LoadedKey {
     fn new(key: &str, source: &KeySource, secret: &str) -> Result<Self, KeyError> {
         let header = Zeroizing::new(format!("Bearer {secret}"));
-        let mut authorization = HeaderValue::from_maybe_shared(Bytes::copy_from_slice(
-            header.as_bytes(),
-        ))
-        .map_err(|_| KeyError::NotAHeaderValue {
-            key: key.to_owned(),
-            from: source.clone(),
-        })?;
+        let mut authorization = HeaderValue::from_maybe_shared(Bytes::copy_from_slice(header.as_bytes()))
+            .map_err(|_| KeyError::NotAHeaderValue { key: key.to_owned(), from: source.clone() })?;
         authorization.set_sensitive(true);
-        Ok(Self {
-            secret: SecretString::from(secret.to_owned()),
-            fingerprint: Fingerprint::of(secret),
-            authorization,
-        })
+        Ok(Self { secret: SecretString::from(secret.to_owned()), fingerprint: Fingerprint::of(secret), authorization })
     }
 
     /// Reads the key named `key` from `source`.
     pub fn load(key: &str, source: &KeySource) -> Result<Self, KeyError> {
         match source {
             KeySource::Env(var) => {
-                let value =
-                    Zeroizing::new(std::env::var(var).map_err(|_| KeyError::EnvMissing {
-                        key: key.to_owned(),
-                        var: var.clone(),
-                    })?);
+                let value = Zeroizing::new(
+                    std::env::var(var).map_err(|_| KeyError::EnvMissing { key: key.to_owned(), var: var.clone() })?,
+                );
                 let trimmed = value.trim();
                 if trimmed.is_empty() {
-                    return Err(KeyError::EnvEmpty {
-                        key: key.to_owned(),
-                        var: var.clone(),
-                    });
+                    return Err(KeyError::EnvEmpty { key: key.to_owned(), var: var.clone() });
                 }
                 Self::new(key, source, trimmed)
             }
             KeySource::File(path) => {
-                let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|e| {
-                    KeyError::FileUnreadable {
-                        key: key.to_owned(),
-                        path: path.display().to_string(),
-                        reason: e.kind().to_string(),
-                    }
+                let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|e| KeyError::FileUnreadable {
+                    key: key.to_owned(),
+                    path: path.display().to_string(),
+                    reason: e.kind().to_string(),
                 })?);
                 let trimmed = text.trim();
                 if trimmed.is_empty() {
-                    return Err(KeyError::FileEmpty {
-                        key: key.to_owned(),
-                        path: path.display().to_string(),
-                    });
+                    return Err(KeyError::FileEmpty { key: key.to_owned(), path: path.display().to_string() });
                 }
                 Self::new(key, source, trimmed)
             }
@@ -253,10 +228,7 @@ impl KeyStore {
                     None
                 }
             };
-            slots.push(KeySlot {
-                name: spec.name.clone(),
-                current: ArcSwapOption::new(current),
-            });
+            slots.push(KeySlot { name: spec.name.clone(), current: ArcSwapOption::new(current) });
         }
         if errors.is_empty() {
             Ok(Self { slots })

@@ -7,7 +7,8 @@
 //!
 //! 1. `route`   normalise the path and choose the route (404 `no_route`)
 //! 2. `client`  identify the caller by token hash or as anonymous (401)
-//! 3. `policy`  check the route's scope against the caller's allowlist (403)
+//! 3. `policy`  check the route's scope against the caller's allowlist;
+//!    on GraphQL routes `graphql` parses every operation first (400, 403)
 //! 4. `limit`   rate limits per client, key and budget (429)
 //! 5. `forward` strip credentials and hop-by-hop headers, inject the key,
 //!    stream to the upstream and back (413, 502, 504)
@@ -24,6 +25,7 @@ pub mod client;
 pub mod config;
 pub mod error;
 pub mod forward;
+pub mod graphql;
 pub mod keys;
 pub mod limit;
 pub mod policy;

@@ -17,11 +17,7 @@ use tracing_subscriber::EnvFilter;
 const EXIT_CONFIG: u8 = 2;
 
 #[derive(Parser)]
-#[command(
-    name = "mmgate",
-    version,
-    about = "Local authenticating reverse proxy for the MachineMetrics API"
-)]
+#[command(name = "mmgate", version, about = "Local authenticating reverse proxy for the MachineMetrics API")]
 struct Cli {
     /// Configuration file (default: $MMGATE_CONFIG, else the embedded default).
     #[arg(long, global = true, value_name = "FILE")]
@@ -49,9 +45,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Token { name }) => token(&name),
-        Some(Command::Check { skip_keys }) => {
-            run_check(ConfigOrigin::resolve(cli.config), skip_keys)
-        }
+        Some(Command::Check { skip_keys }) => run_check(ConfigOrigin::resolve(cli.config), skip_keys),
         None => serve(ConfigOrigin::resolve(cli.config)),
     }
 }
@@ -93,16 +87,11 @@ fn run_check(origin: ConfigOrigin, skip_keys: bool) -> ExitCode {
 
 fn serve(origin: ConfigOrigin) -> ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
         .with_writer(std::io::stderr)
         .init();
     // TOKIO_WORKER_THREADS is honoured by the builder when set.
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("mmgate: cannot start the async runtime: {e}");
@@ -115,11 +104,9 @@ fn serve(origin: ConfigOrigin) -> ExitCode {
 async fn async_serve(origin: ConfigOrigin) -> ExitCode {
     // SIGHUP's default action kills the process: take it over before anything
     // (a config-management tool, say) has a chance to send it.
-    let (Ok(mut hangup), Ok(mut terminate), Ok(mut interrupt)) = (
-        signal(SignalKind::hangup()),
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
+    let (Ok(mut hangup), Ok(mut terminate), Ok(mut interrupt)) =
+        (signal(SignalKind::hangup()), signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+    else {
         eprintln!("mmgate: cannot install signal handlers");
         return ExitCode::FAILURE;
     };
@@ -205,9 +192,7 @@ fn reload(gate: &Gate, origin: &ConfigOrigin) {
     if old.settings.server.listen != settings.server.listen
         || old.settings.server.admin_listen != settings.server.admin_listen
     {
-        tracing::warn!(
-            "a changed listen or admin_listen address takes effect only after a restart"
-        );
+        tracing::warn!("a changed listen or admin_listen address takes effect only after a restart");
     }
     for warning in &settings.warnings {
         tracing::warn!("{warning}");

@@ -6,7 +6,10 @@
 
 use std::fmt;
 
+use crate::client::Client;
 use crate::error::ProxyError;
+use crate::graphql::{Operation, OperationKind};
+use crate::route::GraphqlRoute;
 
 /// Scope names MachineMetrics publishes; a config may add its own.
 pub const PUBLISHED_SCOPES: &[&str] = &[
@@ -55,9 +58,7 @@ impl ScopeSet {
 
     /// The scopes in the set, in interning order.
     pub fn iter(self) -> impl Iterator<Item = Scope> {
-        (0..MAX_SCOPES as u8)
-            .filter(move |i| self.0 & (1 << i) != 0)
-            .map(Scope)
+        (0..MAX_SCOPES as u8).filter(move |i| self.0 & (1 << i) != 0).map(Scope)
     }
 }
 
@@ -109,12 +110,7 @@ impl fmt::Display for ScopeList<'_> {
 }
 
 /// Allows the request when the client holds `needed`; names what was missing otherwise.
-pub fn require(
-    held: ScopeSet,
-    needed: Scope,
-    names: &ScopeNames,
-    what: &dyn fmt::Display,
-) -> Result<(), ProxyError> {
+pub fn require(held: ScopeSet, needed: Scope, names: &ScopeNames, what: &dyn fmt::Display) -> Result<(), ProxyError> {
     if held.contains(needed) {
         Ok(())
     } else {
@@ -123,6 +119,49 @@ pub fn require(
             names.name(needed)
         )))
     }
+}
+
+/// Allows a GraphQL request only if every one of its operations is allowed.
+///
+/// A mutation over GET is refused outright (405: GET must be safe), before
+/// any scope is considered; then each operation needs its scope, and each
+/// root field must be on the client's `graphql_fields` list when it has one.
+pub fn graphql<'a>(
+    operations: impl Iterator<Item = &'a Operation> + Clone,
+    is_get: bool,
+    client: &Client,
+    route: &GraphqlRoute,
+    names: &ScopeNames,
+) -> Result<(), ProxyError> {
+    if is_get && operations.clone().any(|op| op.kind == OperationKind::Mutation) {
+        return Err(ProxyError::MethodNotAllowed("a mutation cannot be sent with GET; use POST"));
+    }
+    for op in operations {
+        let label = op.name.as_deref().map(|n| format!(" `{n}`")).unwrap_or_default();
+        match op.kind {
+            OperationKind::Query => {}
+            OperationKind::Subscription => {
+                return Err(ProxyError::ScopeDenied(format!("subscription{label}: subscriptions are not supported")));
+            }
+            OperationKind::Mutation => match route.mutation_scope {
+                None => {
+                    return Err(ProxyError::ScopeDenied(format!(
+                        "mutation{label}: mutations are denied on this route"
+                    )));
+                }
+                Some(scope) => require(client.scopes, scope, names, &format_args!("mutation{label}"))?,
+            },
+        }
+        if let Some(allowed) = &client.graphql_fields {
+            if let Some(field) = op.root_fields.iter().find(|f| *f != "__typename" && !allowed.contains(f)) {
+                return Err(ProxyError::ScopeDenied(format!(
+                    "{}{label}: field `{field}` is not in this client's graphql_fields",
+                    op.kind.as_str()
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -151,10 +190,7 @@ mod tests {
         held.insert(reporting);
         assert!(require(held, reporting, &names, &"route `/graphql`").is_ok());
         let err = require(held, write, &names, &"a mutation").unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "a mutation needs scope `write`, which this client does not hold"
-        );
+        assert_eq!(err.to_string(), "a mutation needs scope `write`, which this client does not hold");
         assert_eq!(names.list(held).to_string(), "[reporting]");
     }
 }

@@ -21,14 +21,16 @@ use http_body_util::BodyExt;
 
 use crate::error::ProxyError;
 use crate::forward::{self, Outbound, X_REQUEST_ID};
+use crate::route::RouteKind;
 use crate::state::{Gate, Runtime};
-use crate::{policy, route};
+use crate::{graphql, policy, route};
 
 /// What the access log reports about a request, filled in as steps pass.
 #[derive(Default)]
 struct Seen<'a> {
     route: Option<&'a str>,
     client: Option<&'a str>,
+    graphql: Option<graphql::Summary>,
 }
 
 /// The proxy's only handler: every method, every path.
@@ -43,9 +45,7 @@ pub async fn handle(State(gate): State<Arc<Gate>>, request: Request) -> Response
         Ok(response) => response,
         Err(e) => e.into_response(request_id.to_str().unwrap_or_default()),
     };
-    response
-        .headers_mut()
-        .insert(X_REQUEST_ID.clone(), request_id.clone());
+    response.headers_mut().insert(X_REQUEST_ID.clone(), request_id.clone());
     tracing::info!(
         target: "mmgate::access",
         request_id = request_id.to_str().unwrap_or_default(),
@@ -53,6 +53,8 @@ pub async fn handle(State(gate): State<Arc<Gate>>, request: Request) -> Response
         route = seen.route.unwrap_or("none"),
         client = seen.client.unwrap_or("-"),
         status = response.status().as_u16(),
+        operation = seen.graphql.as_ref().and_then(|g| g.kind).map(|k| k.as_str()),
+        operation_name = seen.graphql.as_ref().and_then(|g| g.name.as_deref()),
         latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
     );
     // The request stays in flight until its response body is done.
@@ -74,45 +76,40 @@ async fn checked_forward<'a>(
     refuse_tunnels(request.method(), request.headers())?;
     check_header_size(request.headers(), settings.server.max_header_bytes)?;
 
-    let path = route::normalise(request.uri().path())?;
+    // A cheap clone (shared bytes) so the path can outlive moving the request.
+    let uri = request.uri().clone();
+    let path = route::normalise(uri.path())?;
     let route = settings.routes.find(&path).ok_or(ProxyError::NoRoute)?;
     seen.route = Some(&route.pattern);
 
     let client = settings.clients.identify(request.headers())?;
     seen.client = Some(&client.name);
 
-    policy::require(
-        client.scopes,
-        route.scope,
-        &settings.scopes,
-        &format_args!("route `{}`", route.pattern),
-    )?;
+    policy::require(client.scopes, route.scope, &settings.scopes, &format_args!("route `{}`", route.pattern))?;
+    let request = match &route.kind {
+        RouteKind::Rest => request,
+        RouteKind::Graphql(policy) => {
+            let (request, summary) =
+                graphql::check(request, policy, client, &settings.scopes, settings.server.max_body).await?;
+            seen.graphql = Some(summary);
+            request
+        }
+    };
 
     let max_body = settings.server.max_body;
     if declared_length(request.headers()).is_some_and(|len| len > max_body) {
         return Err(ProxyError::BodyTooLarge { limit: max_body });
     }
-    let key = runtime
-        .keys
-        .slot(route.key)
-        .and_then(|slot| slot.current())
-        .ok_or(ProxyError::KeyUnavailable)?;
+    let key = runtime.keys.slot(route.key).and_then(|slot| slot.current()).ok_or(ProxyError::KeyUnavailable)?;
     let upstream = &settings.upstream;
     let out = Outbound {
-        uri: forward::upstream_uri(upstream, &path, request.uri().query())?,
+        uri: forward::upstream_uri(upstream, &path, uri.query())?,
         authorization: key.authorization(),
         request_id,
         max_body,
     };
     let outbound = forward::upstream_request(request, out, upstream);
-    forward::send(
-        &runtime.upstream,
-        outbound,
-        upstream.timeout,
-        upstream.body_idle_timeout,
-        max_body,
-    )
-    .await
+    forward::send(&runtime.upstream, outbound, upstream.timeout, upstream.body_idle_timeout, max_body).await
 }
 
 /// CONNECT and protocol upgrades would turn mmgate into a tunnel it cannot
@@ -129,24 +126,16 @@ fn refuse_tunnels(method: &Method, headers: &HeaderMap) -> Result<(), ProxyError
             .get_all(header::CONNECTION)
             .iter()
             .filter_map(|v| v.to_str().ok())
-            .any(|v| {
-                v.split(',')
-                    .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
-            });
+            .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")));
     if upgrade_requested {
-        return Err(ProxyError::MethodNotAllowed(
-            "protocol upgrades (WebSocket) are not supported",
-        ));
+        return Err(ProxyError::MethodNotAllowed("protocol upgrades (WebSocket) are not supported"));
     }
     Ok(())
 }
 
 /// Counts header bytes as they appear on the wire (`name: value\r\n`).
 fn check_header_size(headers: &HeaderMap, limit: usize) -> Result<(), ProxyError> {
-    let size: usize = headers
-        .iter()
-        .map(|(n, v)| n.as_str().len() + v.len() + 4)
-        .sum();
+    let size: usize = headers.iter().map(|(n, v)| n.as_str().len() + v.len() + 4).sum();
     if size > limit {
         return Err(ProxyError::HeadersTooLarge { limit });
     }
@@ -154,12 +143,7 @@ fn check_header_size(headers: &HeaderMap, limit: usize) -> Result<(), ProxyError
 }
 
 fn declared_length(headers: &HeaderMap) -> Option<u64> {
-    headers
-        .get(header::CONTENT_LENGTH)?
-        .to_str()
-        .ok()?
-        .parse()
-        .ok()
+    headers.get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
 }
 
 /// The caller's `X-Request-Id` when well formed (1 to 128 of `A-Za-z0-9._-`), else a new one.
@@ -167,9 +151,7 @@ fn request_id(headers: &HeaderMap) -> HeaderValue {
     if let Some(value) = headers.get(&X_REQUEST_ID) {
         let bytes = value.as_bytes();
         let well_formed = (1..=128).contains(&bytes.len())
-            && bytes
-                .iter()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+            && bytes.iter().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
         if well_formed {
             return value.clone();
         }
@@ -210,10 +192,7 @@ mod tests {
             assert_ne!(request_id(&h).as_bytes(), bad.as_bytes());
         }
         let mut h = HeaderMap::new();
-        h.insert(
-            &X_REQUEST_ID,
-            HeaderValue::from_str(&"a".repeat(129)).unwrap(),
-        );
+        h.insert(&X_REQUEST_ID, HeaderValue::from_str(&"a".repeat(129)).unwrap());
         assert_eq!(request_id(&h).len(), 21);
         assert_ne!(new_request_id(), new_request_id());
     }

@@ -9,6 +9,7 @@
 use std::borrow::Cow;
 
 use crate::error::ProxyError;
+use crate::graphql::Limits;
 use crate::policy::Scope;
 
 /// Index of a key in `Settings::keys`.
@@ -68,8 +69,8 @@ pub enum RouteKind {
 pub struct GraphqlRoute {
     /// Scope a mutation needs; `None` denies every mutation.
     pub mutation_scope: Option<Scope>,
-    /// Deepest nesting of selection sets allowed, fragments expanded.
-    pub max_depth: u32,
+    /// Limits on each document's shape.
+    pub limits: Limits,
 }
 
 /// One configured route.
@@ -130,9 +131,7 @@ fn hex_value(b: u8) -> Option<u8> {
 /// Decodes the unreserved escapes of one segment; other escapes are kept, in upper case.
 fn decode_segment(segment: &str) -> Result<Cow<'_, str>, ProxyError> {
     if segment.contains('\\') {
-        return Err(ProxyError::BadRequest(
-            "a backslash is not allowed in the path".into(),
-        ));
+        return Err(ProxyError::BadRequest("a backslash is not allowed in the path".into()));
     }
     if !segment.contains('%') {
         return Ok(Cow::Borrowed(segment));
@@ -147,19 +146,14 @@ fn decode_segment(segment: &str) -> Result<Cow<'_, str>, ProxyError> {
             i += 1;
             continue;
         }
-        let (Some(hi), Some(lo)) = (
-            bytes.get(i + 1).copied().and_then(hex_value),
-            bytes.get(i + 2).copied().and_then(hex_value),
-        ) else {
-            return Err(ProxyError::BadRequest(
-                "malformed percent-escape in the path".into(),
-            ));
+        let (Some(hi), Some(lo)) =
+            (bytes.get(i + 1).copied().and_then(hex_value), bytes.get(i + 2).copied().and_then(hex_value))
+        else {
+            return Err(ProxyError::BadRequest("malformed percent-escape in the path".into()));
         };
         let decoded = hi << 4 | lo;
         if decoded == b'/' || decoded == b'\\' {
-            return Err(ProxyError::BadRequest(
-                "an encoded `/` or `\\` is not allowed in the path".into(),
-            ));
+            return Err(ProxyError::BadRequest("an encoded `/` or `\\` is not allowed in the path".into()));
         }
         if is_unreserved(decoded) {
             out.push(char::from(decoded));
@@ -176,15 +170,12 @@ fn decode_segment(segment: &str) -> Result<Cow<'_, str>, ProxyError> {
 /// Normalises a request path as DESIGN.md step 1 says; borrows when it is already normal.
 pub fn normalise(path: &str) -> Result<Cow<'_, str>, ProxyError> {
     if !path.starts_with('/') {
-        return Err(ProxyError::BadRequest(
-            "the request target must be a path starting with `/`".into(),
-        ));
+        return Err(ProxyError::BadRequest("the request target must be a path starting with `/`".into()));
     }
     // Non-ASCII bytes cannot come from a valid URI; `path` is ASCII-checked by
     // `http::Uri`, and `decode_segment` only ever produces ASCII.
-    let already_normal = !path.contains(['%', '\\'])
-        && !path.contains("//")
-        && !path.split('/').any(|s| s == "." || s == "..");
+    let already_normal =
+        !path.contains(['%', '\\']) && !path.contains("//") && !path.split('/').any(|s| s == "." || s == "..");
     if already_normal {
         return Ok(Cow::Borrowed(path));
     }
@@ -222,18 +213,13 @@ mod tests {
     use crate::policy::ScopeNames;
 
     fn norm(p: &str) -> Result<String, String> {
-        normalise(p)
-            .map(|c| c.into_owned())
-            .map_err(|e| e.to_string())
+        normalise(p).map(|c| c.into_owned()).map_err(|e| e.to_string())
     }
 
     #[test]
     fn normal_paths_are_borrowed() {
         assert!(matches!(normalise("/graphql").unwrap(), Cow::Borrowed(_)));
-        assert!(matches!(
-            normalise("/reports/production").unwrap(),
-            Cow::Borrowed(_)
-        ));
+        assert!(matches!(normalise("/reports/production").unwrap(), Cow::Borrowed(_)));
         assert!(matches!(normalise("/a.b/c..d/").unwrap(), Cow::Borrowed(_)));
     }
 
@@ -242,10 +228,7 @@ mod tests {
         assert_eq!(norm("/reports/../graphql").unwrap(), "/graphql");
         assert_eq!(norm("/reports/%2e%2e/graphql").unwrap(), "/graphql");
         assert_eq!(norm("/reports/.%2E/graphql").unwrap(), "/graphql");
-        assert_eq!(
-            norm("/reports/./production").unwrap(),
-            "/reports/production"
-        );
+        assert_eq!(norm("/reports/./production").unwrap(), "/reports/production");
         assert_eq!(norm("//graphql").unwrap(), "/graphql");
         assert_eq!(norm("/reports//production").unwrap(), "/reports/production");
         assert_eq!(norm("/reports/.").unwrap(), "/reports/");
@@ -286,27 +269,10 @@ mod tests {
 
     #[test]
     fn patterns_parse() {
-        assert_eq!(
-            PathPattern::parse("/graphql"),
-            Some(PathPattern::Exact("/graphql".into()))
-        );
-        assert_eq!(
-            PathPattern::parse("/reports/*"),
-            Some(PathPattern::Prefix("/reports/".into()))
-        );
-        assert_eq!(
-            PathPattern::parse("/*"),
-            Some(PathPattern::Prefix("/".into()))
-        );
-        for bad in [
-            "graphql",
-            "/reports*",
-            "/a/*/b",
-            "/a/../b",
-            "/a//b",
-            "/a%2Fb",
-            "",
-        ] {
+        assert_eq!(PathPattern::parse("/graphql"), Some(PathPattern::Exact("/graphql".into())));
+        assert_eq!(PathPattern::parse("/reports/*"), Some(PathPattern::Prefix("/reports/".into())));
+        assert_eq!(PathPattern::parse("/*"), Some(PathPattern::Prefix("/".into())));
+        for bad in ["graphql", "/reports*", "/a/*/b", "/a/../b", "/a//b", "/a%2Fb", ""] {
             assert_eq!(PathPattern::parse(bad), None, "{bad:?}");
         }
     }
@@ -322,11 +288,7 @@ mod tests {
             scope,
             kind: RouteKind::Rest,
         };
-        let table = RouteTable::new(vec![
-            route("/*"),
-            route("/reports/*"),
-            route("/reports/special"),
-        ]);
+        let table = RouteTable::new(vec![route("/*"), route("/reports/*"), route("/reports/special")]);
         let find = |p: &str| table.find(p).map(|r| r.pattern.as_str());
         assert_eq!(find("/reports/special"), Some("/reports/special"));
         assert_eq!(find("/reports/production"), Some("/reports/*"));

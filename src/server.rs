@@ -83,15 +83,12 @@ impl Server {
     pub async fn bind(gate: Arc<Gate>) -> io::Result<Self> {
         let runtime = gate.runtime();
         let server = &runtime.settings.server;
-        let proxy = Listener::bind(&server.listen).await.map_err(|e| {
-            io::Error::new(e.kind(), format!("cannot listen on {}: {e}", server.listen))
-        })?;
-        let admin = Listener::bind(&server.admin_listen).await.map_err(|e| {
-            io::Error::new(
-                e.kind(),
-                format!("cannot listen on {}: {e}", server.admin_listen),
-            )
-        })?;
+        let proxy = Listener::bind(&server.listen)
+            .await
+            .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {}: {e}", server.listen)))?;
+        let admin = Listener::bind(&server.admin_listen)
+            .await
+            .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {}: {e}", server.admin_listen)))?;
         Ok(Self { gate, proxy, admin })
     }
 
@@ -114,53 +111,33 @@ impl Server {
         drop(runtime);
 
         let (stop_admin, admin_stopped) = tokio::sync::watch::channel(false);
-        let admin_task = tokio::spawn(accept_loop(
-            admin,
-            admin::app(Arc::clone(&gate)),
-            builder(16 * 1024),
-            async move {
+        let admin_task =
+            tokio::spawn(accept_loop(admin, admin::app(Arc::clone(&gate)), builder(16 * 1024), async move {
                 let mut stopped = admin_stopped;
                 let _ = stopped.wait_for(|s| *s).await;
-            },
-        ));
+            }));
 
         gate.set_serving(true);
         tracing::info!("mmgate is serving");
         let proxy_gate = Arc::clone(&gate);
-        let connections = accept_loop(
-            proxy,
-            app(gate.clone()),
-            builder(max_header_bytes),
-            async move {
-                shutdown.await;
-                // Fail readiness before the listener closes, so load balancers
-                // stop sending before connections start being refused.
-                proxy_gate.set_serving(false);
-            },
-        )
+        let connections = accept_loop(proxy, app(gate.clone()), builder(max_header_bytes), async move {
+            shutdown.await;
+            // Fail readiness before the listener closes, so load balancers
+            // stop sending before connections start being refused.
+            proxy_gate.set_serving(false);
+        })
         .await;
 
         let in_flight = gate.in_flight();
-        tracing::info!(
-            in_flight,
-            grace_secs = grace.as_secs_f64(),
-            "shutting down: listener closed, draining"
-        );
-        if tokio::time::timeout(grace, connections.shutdown())
-            .await
-            .is_err()
-        {
-            tracing::warn!(
-                cut = gate.in_flight(),
-                "shutdown grace ran out; cutting the requests still in flight"
-            );
+        tracing::info!(in_flight, grace_secs = grace.as_secs_f64(), "shutting down: listener closed, draining");
+        if tokio::time::timeout(grace, connections.shutdown()).await.is_err() {
+            tracing::warn!(cut = gate.in_flight(), "shutdown grace ran out; cutting the requests still in flight");
         } else {
             tracing::info!("all requests finished");
         }
         let _ = stop_admin.send(true);
         if let Ok(admin_connections) = admin_task.await {
-            let _ =
-                tokio::time::timeout(Duration::from_secs(1), admin_connections.shutdown()).await;
+            let _ = tokio::time::timeout(Duration::from_secs(1), admin_connections.shutdown()).await;
         }
     }
 }

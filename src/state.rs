@@ -28,11 +28,7 @@ impl Runtime {
     /// Assembles a runtime; builds the upstream client for `settings`.
     pub fn new(settings: Settings, keys: KeyStore) -> Self {
         let upstream = forward::client(&settings.upstream);
-        Self {
-            settings,
-            keys,
-            upstream,
-        }
+        Self { settings, keys, upstream }
     }
 }
 

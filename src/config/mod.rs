@@ -43,12 +43,8 @@ pub enum ConfigOrigin {
 impl ConfigOrigin {
     /// `--config`, else `MMGATE_CONFIG`, else the embedded default.
     pub fn resolve(cli: Option<PathBuf>) -> Self {
-        cli.or_else(|| {
-            std::env::var_os("MMGATE_CONFIG")
-                .filter(|v| !v.is_empty())
-                .map(PathBuf::from)
-        })
-        .map_or(Self::Embedded, Self::File)
+        cli.or_else(|| std::env::var_os("MMGATE_CONFIG").filter(|v| !v.is_empty()).map(PathBuf::from))
+            .map_or(Self::Embedded, Self::File)
     }
 }
 
@@ -83,23 +79,13 @@ pub enum ConfigError {
     #[error("config file {path}: {reason}")]
     Unreadable { path: String, reason: String },
     #[error("{origin}: {message}")]
-    Parse {
-        origin: ConfigOrigin,
-        message: String,
-    },
+    Parse { origin: ConfigOrigin, message: String },
     #[error("{origin}: invalid configuration:\n{}", list(.problems))]
-    Invalid {
-        origin: ConfigOrigin,
-        problems: Vec<Problem>,
-    },
+    Invalid { origin: ConfigOrigin, problems: Vec<Problem> },
 }
 
 fn list(problems: &[Problem]) -> String {
-    problems
-        .iter()
-        .map(|p| format!("  - {p}"))
-        .collect::<Vec<_>>()
-        .join("\n")
+    problems.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n")
 }
 
 /// An address to listen on.
@@ -194,9 +180,7 @@ impl Settings {
     /// Loads the configuration from `origin` with `MMGATE_` environment overrides.
     pub fn load(origin: ConfigOrigin) -> Result<Self, ConfigError> {
         let base = match &origin {
-            ConfigOrigin::Embedded | ConfigOrigin::Inline => {
-                Figment::from(Toml::string(EMBEDDED_DEFAULT))
-            }
+            ConfigOrigin::Embedded | ConfigOrigin::Inline => Figment::from(Toml::string(EMBEDDED_DEFAULT)),
             ConfigOrigin::File(path) => Figment::from(Toml::string(&read_file(path)?)),
         };
         // MMGATE_CONFIG names the file; it is not a setting.
@@ -212,14 +196,9 @@ impl Settings {
     fn from_figment(figment: Figment, origin: ConfigOrigin) -> Result<Self, ConfigError> {
         let raw: RawConfig = figment.extract().map_err(|e| ConfigError::Parse {
             origin: origin.clone(),
-            message: e
-                .into_iter()
-                .map(|e| describe_figment_error(&e))
-                .collect::<Vec<_>>()
-                .join("; "),
+            message: e.into_iter().map(|e| describe_figment_error(&e)).collect::<Vec<_>>().join("; "),
         })?;
-        validate::settings(raw, origin.clone())
-            .map_err(|problems| ConfigError::Invalid { origin, problems })
+        validate::settings(raw, origin.clone()).map_err(|problems| ConfigError::Invalid { origin, problems })
     }
 }
 
@@ -228,9 +207,7 @@ fn read_file(path: &Path) -> Result<String, ConfigError> {
     std::fs::read_to_string(path).map_err(|e| ConfigError::Unreadable {
         path: path.display().to_string(),
         reason: match e.kind() {
-            std::io::ErrorKind::NotFound => {
-                "no such file; pass an existing file with --config".into()
-            }
+            std::io::ErrorKind::NotFound => "no such file; pass an existing file with --config".into(),
             _ => e.to_string(),
         },
     })
@@ -238,24 +215,14 @@ fn read_file(path: &Path) -> Result<String, ConfigError> {
 
 fn describe_figment_error(e: &figment::Error) -> String {
     let key = e.path.join(".");
-    let from_env = e
-        .metadata
-        .as_ref()
-        .is_some_and(|m| m.name.contains("environment"));
+    let from_env = e.metadata.as_ref().is_some_and(|m| m.name.contains("environment"));
     let what = match &e.kind {
         figment::error::Kind::UnknownField(field, expected) => {
-            format!(
-                "unknown key `{field}`; expected one of: {}",
-                expected.join(", ")
-            )
+            format!("unknown key `{field}`; expected one of: {}", expected.join(", "))
         }
         kind => kind.to_string(),
     };
-    let place = if from_env {
-        " (from an MMGATE_ environment variable)"
-    } else {
-        ""
-    };
+    let place = if from_env { " (from an MMGATE_ environment variable)" } else { "" };
     if key.is_empty() {
         format!("{what}{place}")
     } else {

@@ -118,7 +118,12 @@ pub struct RawRoute {
     /// `rest` (default) or `graphql`.
     pub kind: Option<String>,
     pub mutation_scope: Option<String>,
+    /// GraphQL shape limits; defaults in `graphql::Limits::default`.
     pub max_depth: Option<u32>,
+    pub max_aliases: Option<u32>,
+    pub max_root_fields: Option<u32>,
+    pub max_tokens: Option<u32>,
+    pub introspection: Option<bool>,
 }
 
 /// `[clients.NAME]`: one caller, by token hash or as the anonymous client.
@@ -131,6 +136,8 @@ pub struct RawClient {
     #[serde(default)]
     pub scopes: Vec<String>,
     pub limit: Option<RawLimit>,
+    /// GraphQL root fields this client may select (all when absent).
+    pub graphql_fields: Option<Vec<String>>,
 }
 
 /// A duration written as `"25s"`, `"1m 30s"`, `"250ms"`, or whole seconds.
@@ -156,9 +163,7 @@ impl<'de> Deserialize<'de> for HumanDuration {
             fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
                 humantime::parse_duration(v.trim())
                     .map(HumanDuration)
-                    .map_err(|e| {
-                        E::custom(format!("`{v}` is not a duration ({e}); write e.g. \"30s\""))
-                    })
+                    .map_err(|e| E::custom(format!("`{v}` is not a duration ({e}); write e.g. \"30s\"")))
             }
         }
         deserializer.deserialize_any(V)
@@ -181,17 +186,13 @@ impl<'de> Deserialize<'de> for ByteSize {
                 Ok(ByteSize(v))
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
-                u64::try_from(v)
-                    .map(ByteSize)
-                    .map_err(|_| E::custom("a size cannot be negative"))
+                u64::try_from(v).map(ByteSize).map_err(|_| E::custom("a size cannot be negative"))
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
                 v.trim()
                     .parse::<bytesize::ByteSize>()
                     .map(|b| ByteSize(b.as_u64()))
-                    .map_err(|e| {
-                        E::custom(format!("`{v}` is not a size ({e}); write e.g. \"1MiB\""))
-                    })
+                    .map_err(|e| E::custom(format!("`{v}` is not a size ({e}); write e.g. \"1MiB\"")))
             }
         }
         deserializer.deserialize_any(V)

@@ -11,17 +11,13 @@ use http::uri::Scheme;
 use http::{HeaderValue, Uri};
 
 use super::raw::{RawClient, RawConfig, RawKey, RawLimit, RawRoute, RawServer, RawUpstream};
-use super::{
-    BudgetSpec, ConfigOrigin, ListenAddr, Problem, ServerSettings, Settings, UpstreamSettings,
-};
+use super::{BudgetSpec, ConfigOrigin, ListenAddr, Problem, ServerSettings, Settings, UpstreamSettings};
 use crate::client::{Client, ClientTable, Credential, TokenHash};
+use crate::graphql::Limits;
 use crate::keys::{KeySource, KeySpec};
 use crate::limit::{Limit, Per};
 use crate::policy::{Scope, ScopeNames, ScopeSet, MAX_SCOPES, PUBLISHED_SCOPES};
 use crate::route::{GraphqlRoute, PathPattern, Route, RouteKind, RouteTable};
-
-/// Default `max_depth` of a GraphQL route.
-pub const DEFAULT_MAX_DEPTH: u32 = 15;
 
 struct Checker {
     problems: Vec<Problem>,
@@ -31,10 +27,7 @@ struct Checker {
 
 impl Checker {
     fn problem(&mut self, key: impl Into<String>, message: impl Into<String>) {
-        self.problems.push(Problem {
-            key: key.into(),
-            message: message.into(),
-        });
+        self.problems.push(Problem { key: key.into(), message: message.into() });
     }
 
     fn scope(&mut self, key: &str, name: &str) -> Option<Scope> {
@@ -44,10 +37,7 @@ impl Checker {
         }
         let scope = self.scopes.intern(name);
         if scope.is_none() {
-            self.problem(
-                key,
-                format!("more than {MAX_SCOPES} distinct scope names; use fewer"),
-            );
+            self.problem(key, format!("more than {MAX_SCOPES} distinct scope names; use fewer"));
         }
         scope
     }
@@ -65,9 +55,7 @@ impl Checker {
     fn name(&mut self, key: &str, name: &str) {
         let ok = !name.is_empty()
             && name.len() <= 64
-            && name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+            && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
         if !ok {
             self.problem(key, "a name must be 1 to 64 of A-Z a-z 0-9 _ - .");
         }
@@ -76,10 +64,7 @@ impl Checker {
     fn listen(&mut self, key: &str, value: &str) -> Option<ListenAddr> {
         if let Some(path) = value.strip_prefix("unix:") {
             if path.is_empty() {
-                self.problem(
-                    key,
-                    "`unix:` needs a socket path, e.g. `unix:/run/mmgate/mmgate.sock`",
-                );
+                self.problem(key, "`unix:` needs a socket path, e.g. `unix:/run/mmgate/mmgate.sock`");
                 return None;
             }
             return Some(ListenAddr::Unix(PathBuf::from(path)));
@@ -89,7 +74,9 @@ impl Checker {
             Err(_) => {
                 self.problem(
                     key,
-                    format!("`{value}` is not an address; write `127.0.0.1:8080`, `[::1]:8080` or `unix:/path/to.sock`"),
+                    format!(
+                        "`{value}` is not an address; write `127.0.0.1:8080`, `[::1]:8080` or `unix:/path/to.sock`"
+                    ),
                 );
                 None
             }
@@ -113,10 +100,7 @@ impl Checker {
             }
         };
         let Some(count) = NonZeroU32::new(count) else {
-            self.problem(
-                key,
-                "the rate must be at least 1; to block a client, remove its scopes instead",
-            );
+            self.problem(key, "the rate must be at least 1; to block a client, remove its scopes instead");
             return None;
         };
         let Some(burst) = NonZeroU32::new(raw.burst.unwrap_or(count.get())) else {
@@ -129,11 +113,7 @@ impl Checker {
 
 /// Validates `raw` into `Settings`, or every problem found.
 pub(super) fn settings(raw: RawConfig, origin: ConfigOrigin) -> Result<Settings, Vec<Problem>> {
-    let mut c = Checker {
-        problems: Vec::new(),
-        warnings: Vec::new(),
-        scopes: ScopeNames::default(),
-    };
+    let mut c = Checker { problems: Vec::new(), warnings: Vec::new(), scopes: ScopeNames::default() };
     let server = server(&mut c, &raw.server);
     let upstream = upstream(&mut c, &raw.upstream);
 
@@ -141,28 +121,14 @@ pub(super) fn settings(raw: RawConfig, origin: ConfigOrigin) -> Result<Settings,
     for (name, budget) in &raw.budgets {
         c.name(&format!("budgets.{name}"), name);
         if let Some(limit) = c.limit(&format!("budgets.{name}.limit"), &budget.limit) {
-            budgets.push(BudgetSpec {
-                name: name.clone(),
-                limit,
-            });
+            budgets.push(BudgetSpec { name: name.clone(), limit });
         }
     }
-    let keys: Vec<KeySpec> = raw
-        .keys
-        .iter()
-        .filter_map(|(name, key)| key_spec(&mut c, name, key, &budgets))
-        .collect();
-    let routes: Vec<Route> = raw
-        .routes
-        .iter()
-        .enumerate()
-        .filter_map(|(i, route)| route_spec(&mut c, i, route, &keys))
-        .collect();
+    let keys: Vec<KeySpec> = raw.keys.iter().filter_map(|(name, key)| key_spec(&mut c, name, key, &budgets)).collect();
+    let routes: Vec<Route> =
+        raw.routes.iter().enumerate().filter_map(|(i, route)| route_spec(&mut c, i, route, &keys)).collect();
     if raw.routes.is_empty() {
-        c.problem(
-            "routes",
-            "no routes; add a [[routes]] table with `path`, `key` and `scope`",
-        );
+        c.problem("routes", "no routes; add a [[routes]] table with `path`, `key` and `scope`");
     }
     duplicate_routes(&mut c, &raw.routes);
     let clients = clients(&mut c, &raw.clients);
@@ -175,11 +141,7 @@ pub(super) fn settings(raw: RawConfig, origin: ConfigOrigin) -> Result<Settings,
     };
     least_privilege(&mut c, &keys, &routes, &clients);
     if let ListenAddr::Tcp(addr) = &server.listen {
-        if !addr.ip().is_loopback()
-            && clients
-                .iter()
-                .any(|cl| cl.credential == Credential::Anonymous)
-        {
+        if !addr.ip().is_loopback() && clients.iter().any(|cl| cl.credential == Credential::Anonymous) {
             c.warnings.push(format!(
                 "server.listen: {addr} is not a loopback address, yet an anonymous client is configured: anyone who can reach it gets that client's scopes"
             ));
@@ -210,10 +172,7 @@ fn server(c: &mut Checker, raw: &RawServer) -> Option<ServerSettings> {
     }
     let max_header_bytes = usize::try_from(raw.max_header_bytes.0).unwrap_or(usize::MAX);
     if !(1024..=1024 * 1024).contains(&max_header_bytes) {
-        c.problem(
-            "server.max_header_bytes",
-            "must be between 1KiB and 1MiB, e.g. \"32KiB\"",
-        );
+        c.problem("server.max_header_bytes", "must be between 1KiB and 1MiB, e.g. \"32KiB\"");
     }
     Some(ServerSettings {
         listen: listen?,
@@ -238,10 +197,7 @@ fn upstream(c: &mut Checker, raw: &RawUpstream) -> Option<UpstreamSettings> {
         Some("https") => Scheme::HTTPS,
         Some("http") => Scheme::HTTP,
         _ => {
-            c.problem(
-                "upstream.url",
-                format!("must start with https:// (or http:// for a local test server); {fix}"),
-            );
+            c.problem("upstream.url", format!("must start with https:// (or http:// for a local test server); {fix}"));
             return None;
         }
     };
@@ -250,10 +206,7 @@ fn upstream(c: &mut Checker, raw: &RawUpstream) -> Option<UpstreamSettings> {
         return None;
     };
     if authority.as_str().contains('@') {
-        c.problem(
-            "upstream.url",
-            "must not carry a user name or password; keys go in [keys.*]",
-        );
+        c.problem("upstream.url", "must not carry a user name or password; keys go in [keys.*]");
         return None;
     }
     if uri.query().is_some() {
@@ -290,10 +243,7 @@ fn upstream(c: &mut Checker, raw: &RawUpstream) -> Option<UpstreamSettings> {
 
 fn is_loopback_host(host: &str) -> bool {
     host.eq_ignore_ascii_case("localhost")
-        || host
-            .trim_matches(['[', ']'])
-            .parse::<IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
+        || host.trim_matches(['[', ']']).parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 fn key_spec(c: &mut Checker, name: &str, raw: &RawKey, budgets: &[BudgetSpec]) -> Option<KeySpec> {
@@ -301,13 +251,9 @@ fn key_spec(c: &mut Checker, name: &str, raw: &RawKey, budgets: &[BudgetSpec]) -
     c.name(&at, name);
     let source = match (&raw.env, &raw.file) {
         (Some(var), None) => {
-            let valid =
-                !var.is_empty() && var.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+            let valid = !var.is_empty() && var.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
             if !valid {
-                c.problem(
-                    format!("{at}.env"),
-                    "must be an environment variable name, e.g. \"MM_REPORTING_KEY\"",
-                );
+                c.problem(format!("{at}.env"), "must be an environment variable name, e.g. \"MM_REPORTING_KEY\"");
             } else if var.to_ascii_uppercase().starts_with("MMGATE_") {
                 c.problem(
                     format!("{at}.env"),
@@ -318,25 +264,16 @@ fn key_spec(c: &mut Checker, name: &str, raw: &RawKey, budgets: &[BudgetSpec]) -
         }
         (None, Some(file)) if !file.trim().is_empty() => KeySource::File(PathBuf::from(file)),
         (None, Some(_)) => {
-            c.problem(
-                format!("{at}.file"),
-                "must be a path, e.g. \"/run/secrets/mm-reporting\"",
-            );
+            c.problem(format!("{at}.file"), "must be a path, e.g. \"/run/secrets/mm-reporting\"");
             return None;
         }
         _ => {
-            c.problem(
-                &at,
-                "set exactly one of `env` (a variable name) or `file` (a path)",
-            );
+            c.problem(&at, "set exactly one of `env` (a variable name) or `file` (a path)");
             return None;
         }
     };
     if raw.scopes.is_empty() {
-        c.problem(
-            format!("{at}.scopes"),
-            "list the scopes granted to this key upstream, e.g. [\"reporting\"]",
-        );
+        c.problem(format!("{at}.scopes"), "list the scopes granted to this key upstream, e.g. [\"reporting\"]");
     }
     for (i, scope) in raw.scopes.iter().enumerate() {
         if !PUBLISHED_SCOPES.contains(&scope.as_str()) {
@@ -347,30 +284,18 @@ fn key_spec(c: &mut Checker, name: &str, raw: &RawKey, budgets: &[BudgetSpec]) -
         }
     }
     let scopes = c.scope_set(&format!("{at}.scopes"), &raw.scopes);
-    let limit = raw
-        .limit
-        .as_ref()
-        .and_then(|l| c.limit(&format!("{at}.limit"), l));
+    let limit = raw.limit.as_ref().and_then(|l| c.limit(&format!("{at}.limit"), l));
     let budget = match &raw.budget {
         None => None,
         Some(b) => match budgets.iter().position(|x| &x.name == b) {
             Some(i) => Some(i),
             None => {
-                c.problem(
-                    format!("{at}.budget"),
-                    format!("no budget named `{b}`; add [budgets.{b}] with a `limit`"),
-                );
+                c.problem(format!("{at}.budget"), format!("no budget named `{b}`; add [budgets.{b}] with a `limit`"));
                 None
             }
         },
     };
-    Some(KeySpec {
-        name: name.to_owned(),
-        source,
-        scopes,
-        limit,
-        budget,
-    })
+    Some(KeySpec { name: name.to_owned(), source, scopes, limit, budget })
 }
 
 fn route_spec(c: &mut Checker, i: usize, raw: &RawRoute, keys: &[KeySpec]) -> Option<Route> {
@@ -387,21 +312,24 @@ fn route_spec(c: &mut Checker, i: usize, raw: &RawRoute, keys: &[KeySpec]) -> Op
         let known: Vec<&str> = keys.iter().map(|k| k.name.as_str()).collect();
         c.problem(
             format!("{at}.key"),
-            format!(
-                "no key named `{}`; define [keys.{}] or use one of: {}",
-                raw.key,
-                raw.key,
-                known.join(", ")
-            ),
+            format!("no key named `{}`; define [keys.{}] or use one of: {}", raw.key, raw.key, known.join(", ")),
         );
     }
     let scope = c.scope(&format!("{at}.scope"), &raw.scope);
     let kind = match raw.kind.as_deref() {
         None | Some("rest") => {
-            if raw.mutation_scope.is_some() || raw.max_depth.is_some() {
+            let graphql_only = [
+                raw.mutation_scope.is_some(),
+                raw.max_depth.is_some(),
+                raw.max_aliases.is_some(),
+                raw.max_root_fields.is_some(),
+                raw.max_tokens.is_some(),
+                raw.introspection.is_some(),
+            ];
+            if graphql_only.into_iter().any(|set| set) {
                 c.problem(
                     &at,
-                    "`mutation_scope` and `max_depth` need kind = \"graphql\"",
+                    "`mutation_scope`, `max_depth`, `max_aliases`, `max_root_fields`, `max_tokens` and `introspection` need kind = \"graphql\"",
                 );
             }
             RouteKind::Rest
@@ -411,20 +339,25 @@ fn route_spec(c: &mut Checker, i: usize, raw: &RawRoute, keys: &[KeySpec]) -> Op
                 Some(s) => Some(c.scope(&format!("{at}.mutation_scope"), s)?),
                 None => None,
             };
-            let max_depth = raw.max_depth.unwrap_or(DEFAULT_MAX_DEPTH);
-            if max_depth == 0 {
-                c.problem(format!("{at}.max_depth"), "must be at least 1");
-            }
-            RouteKind::Graphql(GraphqlRoute {
-                mutation_scope,
-                max_depth,
-            })
+            let defaults = Limits::default();
+            let mut at_least_one = |key: &str, value: Option<u32>, default: u32| {
+                let value = value.unwrap_or(default);
+                if value == 0 {
+                    c.problem(format!("{at}.{key}"), "must be at least 1");
+                }
+                value
+            };
+            let limits = Limits {
+                max_depth: at_least_one("max_depth", raw.max_depth, defaults.max_depth),
+                max_aliases: raw.max_aliases.unwrap_or(defaults.max_aliases),
+                max_root_fields: at_least_one("max_root_fields", raw.max_root_fields, defaults.max_root_fields),
+                max_tokens: at_least_one("max_tokens", raw.max_tokens, defaults.max_tokens),
+                introspection: raw.introspection.unwrap_or(defaults.introspection),
+            };
+            RouteKind::Graphql(GraphqlRoute { mutation_scope, limits })
         }
         Some(other) => {
-            c.problem(
-                format!("{at}.kind"),
-                format!("`{other}` is not a route kind; use \"rest\" or \"graphql\""),
-            );
+            c.problem(format!("{at}.kind"), format!("`{other}` is not a route kind; use \"rest\" or \"graphql\""));
             return None;
         }
     };
@@ -440,23 +373,14 @@ fn route_spec(c: &mut Checker, i: usize, raw: &RawRoute, keys: &[KeySpec]) -> Op
             );
         }
     }
-    Some(Route {
-        pattern: raw.path.clone(),
-        matcher,
-        key,
-        scope,
-        kind,
-    })
+    Some(Route { pattern: raw.path.clone(), matcher, key, scope, kind })
 }
 
 fn duplicate_routes(c: &mut Checker, routes: &[RawRoute]) {
     let mut seen: HashMap<&str, usize> = HashMap::new();
     for (i, route) in routes.iter().enumerate() {
         if let Some(first) = seen.insert(route.path.as_str(), i) {
-            c.problem(
-                format!("routes[{i}].path"),
-                format!("`{}` is already routes[{first}]; keep one", route.path),
-            );
+            c.problem(format!("routes[{i}].path"), format!("`{}` is already routes[{first}]; keep one", route.path));
         }
     }
 }
@@ -480,8 +404,7 @@ fn clients(c: &mut Checker, raw: &BTreeMap<String, RawClient>) -> Vec<Client> {
         let at = format!("clients.{name}");
         c.name(&at, name);
         let credential = match (&client.token_sha256, client.anonymous) {
-            (Some(hex_text), false) => match token_hash(c, &format!("{at}.token_sha256"), hex_text)
-            {
+            (Some(hex_text), false) => match token_hash(c, &format!("{at}.token_sha256"), hex_text) {
                 Some(hash) => Credential::Token(hash),
                 None => continue,
             },
@@ -496,33 +419,23 @@ fn clients(c: &mut Checker, raw: &BTreeMap<String, RawClient>) -> Vec<Client> {
                 Credential::Anonymous
             }
             _ => {
-                c.problem(
-                    &at,
-                    "set exactly one of `token_sha256 = \"<64 hex>\"` or `anonymous = true`",
-                );
+                c.problem(&at, "set exactly one of `token_sha256 = \"<64 hex>\"` or `anonymous = true`");
                 continue;
             }
         };
-        if let Some(other) = out
-            .iter()
-            .find(|o| o.credential == credential && credential != Credential::Anonymous)
-        {
+        if let Some(other) = out.iter().find(|o| o.credential == credential && credential != Credential::Anonymous) {
             c.problem(
                 format!("{at}.token_sha256"),
                 format!("the same hash as clients.{}; mint a token per client with `mmgate token {name}`", other.name),
             );
         }
         let scopes = c.scope_set(&format!("{at}.scopes"), &client.scopes);
-        let limit = client
-            .limit
-            .as_ref()
-            .and_then(|l| c.limit(&format!("{at}.limit"), l));
-        out.push(Client {
-            name: name.clone(),
-            credential,
-            scopes,
-            limit,
-        });
+        let limit = client.limit.as_ref().and_then(|l| c.limit(&format!("{at}.limit"), l));
+        if client.graphql_fields.as_ref().is_some_and(Vec::is_empty) {
+            c.warnings.push(format!("{at}.graphql_fields: empty, so this client can select no GraphQL field"));
+        }
+        let graphql_fields = client.graphql_fields.clone();
+        out.push(Client { name: name.clone(), credential, scopes, limit, graphql_fields });
     }
     out
 }
@@ -531,11 +444,7 @@ fn least_privilege(c: &mut Checker, keys: &[KeySpec], routes: &[Route], clients:
     let mut needed_by_any = ScopeSet::default();
     for route in routes {
         needed_by_any.insert(route.scope);
-        if let RouteKind::Graphql(GraphqlRoute {
-            mutation_scope: Some(s),
-            ..
-        }) = &route.kind
-        {
+        if let RouteKind::Graphql(GraphqlRoute { mutation_scope: Some(s), .. }) = &route.kind {
             needed_by_any.insert(*s);
         }
     }
@@ -547,10 +456,7 @@ fn least_privilege(c: &mut Checker, keys: &[KeySpec], routes: &[Route], clients:
             needed.insert(route.scope);
         }
         if !used {
-            c.warnings.push(format!(
-                "keys.{}: no route uses this key; remove it",
-                key.name
-            ));
+            c.warnings.push(format!("keys.{}: no route uses this key; remove it", key.name));
             continue;
         }
         let extra = key.scopes.difference(needed);
@@ -565,14 +471,10 @@ fn least_privilege(c: &mut Checker, keys: &[KeySpec], routes: &[Route], clients:
     for client in clients {
         let extra = client.scopes.difference(needed_by_any);
         if client.scopes.is_empty() {
-            c.warnings.push(format!(
-                "clients.{}: holds no scope, so it can use no route",
-                client.name
-            ));
+            c.warnings.push(format!("clients.{}: holds no scope, so it can use no route", client.name));
         } else if !extra.is_empty() {
-            let (known, unknown): (Vec<Scope>, Vec<Scope>) = extra
-                .iter()
-                .partition(|s| PUBLISHED_SCOPES.contains(&c.scopes.name(*s)));
+            let (known, unknown): (Vec<Scope>, Vec<Scope>) =
+                extra.iter().partition(|s| PUBLISHED_SCOPES.contains(&c.scopes.name(*s)));
             for s in unknown {
                 c.warnings.push(format!(
                     "clients.{}: scope `{}` is unknown: no route needs it and MachineMetrics does not publish it (a typo?)",

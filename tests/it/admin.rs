@@ -25,15 +25,7 @@ async fn healthz_and_readyz_report_keys_by_fingerprint() {
     );
     assert!(!ready.text().contains(REPORTING_KEY));
     // The admin listener does not proxy.
-    assert_eq!(
-        get(
-            &format!("http://{}/reports/production", gate.admin),
-            &[AS_DASHBOARD]
-        )
-        .await
-        .status,
-        404
-    );
+    assert_eq!(get(&format!("http://{}/reports/production", gate.admin), &[AS_DASHBOARD]).await.status, 404);
 }
 
 #[tokio::test]
@@ -52,15 +44,10 @@ async fn shutdown_fails_readiness_closes_the_listener_and_drains() {
     let ready = get(&format!("http://{admin}/readyz"), &[]).await;
     assert_eq!(ready.status, 503);
     assert_eq!(ready.json()["ready"], false);
-    assert!(
-        tokio::net::TcpStream::connect(addr).await.is_err(),
-        "the proxy listener should be closed"
-    );
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "the proxy listener should be closed");
 
     // The in-flight request still gets its (timeout) answer, not a cut connection.
     let reply = slow.await.unwrap();
     reply.assert_error(504, "upstream_timeout");
-    tokio::time::timeout(Duration::from_secs(3), gate.stopped())
-        .await
-        .expect("drained within the grace");
+    tokio::time::timeout(Duration::from_secs(3), gate.stopped()).await.expect("drained within the grace");
 }

@@ -10,17 +10,12 @@ use crate::support::*;
 fn mmgate() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_mmgate"));
     // A clean environment: no MMGATE_* override or key leaks in from the runner.
-    cmd.env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default());
+    cmd.env_clear().env("PATH", std::env::var_os("PATH").unwrap_or_default());
     cmd
 }
 
 fn run(cmd: &mut Command) -> (i32, String, String) {
-    let Output {
-        status,
-        stdout,
-        stderr,
-    } = cmd.output().unwrap();
+    let Output { status, stdout, stderr } = cmd.output().unwrap();
     (
         status.code().unwrap_or(-1),
         String::from_utf8_lossy(&stdout).into_owned(),
@@ -29,11 +24,7 @@ fn run(cmd: &mut Command) -> (i32, String, String) {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 #[test]
@@ -51,12 +42,7 @@ fn check_shows_fingerprints_never_keys() {
     assert_eq!(code, 0, "{stderr}");
     let fingerprint = &mmgate::keys::Fingerprint::of(REPORTING_KEY).to_string();
     assert!(stdout.contains(fingerprint), "{stdout}");
-    assert!(
-        stdout.contains("/graphql")
-            && stdout.contains("/reports/*")
-            && stdout.contains("MM_API_KEY"),
-        "{stdout}"
-    );
+    assert!(stdout.contains("/graphql") && stdout.contains("/reports/*") && stdout.contains("MM_API_KEY"), "{stdout}");
     assert!(!stdout.contains(REPORTING_KEY) && !stderr.contains(REPORTING_KEY));
 
     let (code, stdout, _) = run(mmgate().arg("check"));
@@ -71,17 +57,10 @@ fn check_shows_fingerprints_never_keys() {
 fn config_errors_name_the_file_and_the_key() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad.toml");
-    std::fs::write(
-        &path,
-        "[[routes]]\npath = \"/x\"\nkey = \"missing\"\nscope = \"reporting\"\n",
-    )
-    .unwrap();
+    std::fs::write(&path, "[[routes]]\npath = \"/x\"\nkey = \"missing\"\nscope = \"reporting\"\n").unwrap();
     let (code, _, stderr) = run(mmgate().args(["check", "--config"]).arg(&path));
     assert_ne!(code, 0);
-    assert!(
-        stderr.contains(&path.display().to_string()) && stderr.contains("routes[0].key"),
-        "{stderr}"
-    );
+    assert!(stderr.contains(&path.display().to_string()) && stderr.contains("routes[0].key"), "{stderr}");
 
     // Serving refuses the same config with exit 2.
     let (code, _, stderr) = run(mmgate().arg("--config").arg(&path));
@@ -91,28 +70,21 @@ fn config_errors_name_the_file_and_the_key() {
     let (code, _, stderr) = run(mmgate().args(["check", "--config", "/nonexistent/mmgate.toml"]));
     assert_ne!(code, 0);
     assert!(stderr.contains("/nonexistent/mmgate.toml"), "{stderr}");
-    let (code, _, stderr) = run(mmgate()
-        .arg("check")
-        .env("MMGATE_CONFIG", "/nonexistent/other.toml"));
+    let (code, _, stderr) = run(mmgate().arg("check").env("MMGATE_CONFIG", "/nonexistent/other.toml"));
     assert_ne!(code, 0);
     assert!(stderr.contains("/nonexistent/other.toml"), "{stderr}");
 }
 
 #[test]
 fn environment_overrides_config_values() {
-    let (code, stdout, stderr) = run(mmgate()
-        .args(["check", "--skip-keys"])
-        .env("MMGATE_SERVER__LISTEN", "127.0.0.1:18080"));
+    let (code, stdout, stderr) =
+        run(mmgate().args(["check", "--skip-keys"]).env("MMGATE_SERVER__LISTEN", "127.0.0.1:18080"));
     assert_eq!(code, 0, "{stderr}");
     assert!(stdout.contains("listen        127.0.0.1:18080"), "{stdout}");
-    let (code, _, stderr) = run(mmgate()
-        .args(["check", "--skip-keys"])
-        .env("MMGATE_SERVER__LISTEN", "nowhere"));
+    let (code, _, stderr) = run(mmgate().args(["check", "--skip-keys"]).env("MMGATE_SERVER__LISTEN", "nowhere"));
     assert_ne!(code, 0);
     assert!(stderr.contains("server.listen"), "{stderr}");
-    let (code, _, stderr) = run(mmgate()
-        .args(["check", "--skip-keys"])
-        .env("MMGATE_SERVER__NO_SUCH", "1"));
+    let (code, _, stderr) = run(mmgate().args(["check", "--skip-keys"]).env("MMGATE_SERVER__NO_SUCH", "1"));
     assert_ne!(code, 0);
     assert!(stderr.contains("no_such"), "{stderr}");
 }
@@ -122,10 +94,8 @@ fn the_example_config_passes_check() {
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/config/mmgate.toml");
     let (code, stdout, stderr) = run(mmgate().args(["check", "--skip-keys", "--config", example]));
     assert_eq!(code, 0, "{stdout}{stderr}");
-    let (code, stdout, _) = run(mmgate()
-        .args(["check", "--config", example])
-        .env("MM_REPORTING_KEY", "k1")
-        .env("MM_ERP_KEY", "k2"));
+    let (code, stdout, _) =
+        run(mmgate().args(["check", "--config", example]).env("MM_REPORTING_KEY", "k1").env("MM_ERP_KEY", "k2"));
     assert_eq!(code, 0, "{stdout}");
 }
 
@@ -133,16 +103,10 @@ fn the_example_config_passes_check() {
 fn token_prints_a_token_and_its_hash() {
     let (code, stdout, stderr) = run(mmgate().args(["token", "dashboard"]));
     assert_eq!(code, 0, "{stderr}");
-    let token = stdout
-        .split_whitespace()
-        .find(|w| w.starts_with("mmg_"))
-        .unwrap();
+    let token = stdout.split_whitespace().find(|w| w.starts_with("mmg_")).unwrap();
     assert!(token.len() >= 40);
     assert!(stdout.contains("[clients.dashboard]"), "{stdout}");
-    assert!(
-        stdout.contains(&format!("token_sha256 = \"{}\"", sha(token))),
-        "{stdout}"
-    );
+    assert!(stdout.contains(&format!("token_sha256 = \"{}\"", sha(token))), "{stdout}");
     let (_, again, _) = run(mmgate().args(["token", "dashboard"]));
     assert!(!again.contains(token), "tokens must be random");
     let (code, _, _) = run(mmgate().args(["token", "bad name"]));
@@ -152,10 +116,7 @@ fn token_prints_a_token_and_its_hash() {
 /// Starts the binary on `config`, waits until `/healthz` answers.
 fn spawn(config: &std::path::Path, env: &[(&str, &str)], admin: u16) -> Child {
     let mut cmd = mmgate();
-    cmd.arg("--config")
-        .arg(config)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    cmd.arg("--config").arg(config).stdout(Stdio::piped()).stderr(Stdio::piped());
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -164,44 +125,23 @@ fn spawn(config: &std::path::Path, env: &[(&str, &str)], admin: u16) -> Child {
     while std::net::TcpStream::connect(("127.0.0.1", admin)).is_err() {
         if let Ok(Some(status)) = child.try_wait() {
             let mut err = String::new();
-            child
-                .stderr
-                .take()
-                .unwrap()
-                .read_to_string(&mut err)
-                .unwrap();
+            child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
             panic!("mmgate exited early ({status}): {err}");
         }
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "mmgate did not start"
-        );
+        assert!(started.elapsed() < Duration::from_secs(10), "mmgate did not start");
         std::thread::sleep(Duration::from_millis(20));
     }
     child
 }
 
 fn terminate(mut child: Child) -> (i32, String) {
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
+    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     assert!(status.success());
     let code = child.wait().unwrap().code().unwrap_or(-1);
     let mut err = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
+    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
     let mut out = String::new();
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut out)
-        .unwrap();
+    child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
     (code, err + &out)
 }
 
@@ -211,65 +151,28 @@ async fn trace_logs_never_contain_a_key_or_token() {
     let keys = KeyDir::new();
     let (port, admin) = (free_port(), free_port());
     let toml = config(&upstream.url(), &keys, "")
-        .replace(
-            "\nlisten = \"127.0.0.1:0\"",
-            &format!("\nlisten = \"127.0.0.1:{port}\""),
-        )
-        .replace(
-            "\nadmin_listen = \"127.0.0.1:0\"",
-            &format!("\nadmin_listen = \"127.0.0.1:{admin}\""),
-        );
+        .replace("\nlisten = \"127.0.0.1:0\"", &format!("\nlisten = \"127.0.0.1:{port}\""))
+        .replace("\nadmin_listen = \"127.0.0.1:0\"", &format!("\nadmin_listen = \"127.0.0.1:{admin}\""));
     let path = keys.path("mmgate.toml");
     std::fs::write(&path, toml).unwrap();
     let child = spawn(&path, &[("RUST_LOG", "trace")], admin);
 
     let base = format!("http://127.0.0.1:{port}");
-    assert_eq!(
-        get(&format!("{base}/reports/production"), &[AS_DASHBOARD])
-            .await
-            .status,
-        200
-    );
-    assert_eq!(
-        post(&format!("{base}/erp/jobdispatch/start"), &[AS_ERP], "{}")
-            .await
-            .status,
-        200
-    );
-    assert_eq!(
-        get(&format!("{base}/reports/status/401"), &[AS_ERP])
-            .await
-            .status,
-        401
-    );
-    get(&format!("{base}/erp/x"), &[AS_DASHBOARD])
+    assert_eq!(get(&format!("{base}/reports/production"), &[AS_DASHBOARD]).await.status, 200);
+    assert_eq!(post(&format!("{base}/erp/jobdispatch/start"), &[AS_ERP], "{}").await.status, 200);
+    assert_eq!(get(&format!("{base}/reports/status/401"), &[AS_ERP]).await.status, 401);
+    get(&format!("{base}/erp/x"), &[AS_DASHBOARD]).await.assert_error(403, "scope_denied");
+    get(&format!("{base}/reports/x"), &[("authorization", "Bearer erp-token-2x")])
         .await
-        .assert_error(403, "scope_denied");
-    get(
-        &format!("{base}/reports/x"),
-        &[("authorization", "Bearer erp-token-2x")],
-    )
-    .await
-    .assert_error(401, "unauthenticated");
-    assert_eq!(
-        get(&format!("http://127.0.0.1:{admin}/readyz"), &[])
-            .await
-            .status,
-        200
-    );
+        .assert_error(401, "unauthenticated");
+    assert_eq!(get(&format!("http://127.0.0.1:{admin}/readyz"), &[]).await.status, 200);
     assert_eq!(upstream.requests().len(), 3);
 
     let (code, logs) = terminate(child);
     assert_eq!(code, 0, "{logs}");
     assert!(logs.contains("TRACE"), "trace logging was not on:\n{logs}");
     assert!(logs.contains("mmgate::access"), "no access log lines");
-    for secret in [
-        REPORTING_KEY,
-        ERP_KEY,
-        DASH_TOKEN,
-        ERP_TOKEN,
-        "erp-token-2x",
-    ] {
+    for secret in [REPORTING_KEY, ERP_KEY, DASH_TOKEN, ERP_TOKEN, "erp-token-2x"] {
         assert!(!logs.contains(secret), "secret {secret:?} found in logs");
     }
 }

@@ -7,22 +7,17 @@ use crate::support::sha;
 fn problems(toml: &str) -> Vec<String> {
     match Settings::from_toml(toml) {
         Ok(_) => panic!("config should be invalid:\n{toml}"),
-        Err(ConfigError::Invalid { problems, .. }) => {
-            problems.iter().map(ToString::to_string).collect()
-        }
+        Err(ConfigError::Invalid { problems, .. }) => problems.iter().map(ToString::to_string).collect(),
         Err(other) => vec![other.to_string()],
     }
 }
 
 fn warnings(toml: &str) -> Vec<String> {
-    Settings::from_toml(toml)
-        .unwrap_or_else(|e| panic!("{e}"))
-        .warnings
+    Settings::from_toml(toml).unwrap_or_else(|e| panic!("{e}")).warnings
 }
 
 const KEY: &str = "[keys.reporting]\nenv = \"MM_TEST_KEY\"\nscopes = [\"reporting\"]\n";
-const ROUTE: &str =
-    "[[routes]]\npath = \"/reports/*\"\nkey = \"reporting\"\nscope = \"reporting\"\n";
+const ROUTE: &str = "[[routes]]\npath = \"/reports/*\"\nkey = \"reporting\"\nscope = \"reporting\"\n";
 
 #[test]
 fn every_problem_is_reported_together() {
@@ -87,28 +82,18 @@ token_sha256 = "{h}"
         "clients.d: set exactly one of",
     ];
     for e in expect {
-        assert!(
-            found.iter().any(|p| p.starts_with(e)),
-            "missing {e:?} in {found:#?}"
-        );
+        assert!(found.iter().any(|p| p.starts_with(e)), "missing {e:?} in {found:#?}");
     }
     assert_eq!(found.len(), expect.len(), "{found:#?}");
 }
 
 #[test]
 fn unknown_keys_are_errors_naming_the_key() {
-    let err = Settings::from_toml(&format!("{KEY}{ROUTE}[server]\nlisten_port = 1\n"))
+    let err = Settings::from_toml(&format!("{KEY}{ROUTE}[server]\nlisten_port = 1\n")).unwrap_err().to_string();
+    assert!(err.contains("server") && err.contains("listen_port"), "{err}");
+    let err = Settings::from_toml(&format!("{KEY}{ROUTE}[clients.x]\nanonymous = true\nscope = [\"reporting\"]\n"))
         .unwrap_err()
         .to_string();
-    assert!(
-        err.contains("server") && err.contains("listen_port"),
-        "{err}"
-    );
-    let err = Settings::from_toml(&format!(
-        "{KEY}{ROUTE}[clients.x]\nanonymous = true\nscope = [\"reporting\"]\n"
-    ))
-    .unwrap_err()
-    .to_string();
     assert!(err.contains("scope") && err.contains("clients.x"), "{err}");
 }
 
@@ -117,40 +102,22 @@ fn values_are_checked() {
     let found = problems(&format!(
         "{KEY}{ROUTE}[server]\nlisten = \"localhost\"\nmax_body = 0\n[upstream]\nurl = \"ftp://x\"\ntimeout = \"0s\"\n[clients.x]\nanonymous = true\nscopes = [\"reporting\"]\nlimit = {{ per_second = 1, per_minute = 2 }}\n"
     ));
-    for e in [
-        "server.listen:",
-        "server.max_body:",
-        "upstream.url:",
-        "upstream.timeout:",
-        "clients.x.limit: set exactly one",
-    ] {
-        assert!(
-            found.iter().any(|p| p.starts_with(e)),
-            "missing {e:?} in {found:#?}"
-        );
+    for e in
+        ["server.listen:", "server.max_body:", "upstream.url:", "upstream.timeout:", "clients.x.limit: set exactly one"]
+    {
+        assert!(found.iter().any(|p| p.starts_with(e)), "missing {e:?} in {found:#?}");
     }
-    let err = Settings::from_toml(&format!(
-        "{KEY}{ROUTE}[server]\nshutdown_grace = \"soon\"\n"
-    ))
-    .unwrap_err()
-    .to_string();
-    assert!(
-        err.contains("shutdown_grace") && err.contains("not a duration"),
-        "{err}"
-    );
-    let err = Settings::from_toml(&format!("{KEY}{ROUTE}[server]\nmax_body = \"lots\"\n"))
-        .unwrap_err()
-        .to_string();
+    let err =
+        Settings::from_toml(&format!("{KEY}{ROUTE}[server]\nshutdown_grace = \"soon\"\n")).unwrap_err().to_string();
+    assert!(err.contains("shutdown_grace") && err.contains("not a duration"), "{err}");
+    let err = Settings::from_toml(&format!("{KEY}{ROUTE}[server]\nmax_body = \"lots\"\n")).unwrap_err().to_string();
     assert!(err.contains("max_body"), "{err}");
 }
 
 #[test]
 fn no_routes_is_an_error() {
     let found = problems(KEY);
-    assert!(
-        found.iter().any(|p| p.starts_with("routes: no routes")),
-        "{found:?}"
-    );
+    assert!(found.iter().any(|p| p.starts_with("routes: no routes")), "{found:?}");
 }
 
 #[test]
@@ -160,10 +127,7 @@ fn least_privilege_and_unknown_scopes_are_warnings() {
     ));
     let joined = w.join("\n");
     assert!(joined.contains("keys.reporting: granted [erp]"), "{joined}");
-    assert!(
-        joined.contains("clients.x: scope `reportng` is unknown"),
-        "{joined}"
-    );
+    assert!(joined.contains("clients.x: scope `reportng` is unknown"), "{joined}");
     assert!(joined.contains("clients.x: holds [manager]"), "{joined}");
 }
 
@@ -177,13 +141,9 @@ fn custom_mutation_scopes_are_known() {
 
 #[test]
 fn plain_http_upstream_off_loopback_is_a_warning() {
-    let w = warnings(&format!(
-        "{KEY}{ROUTE}[upstream]\nurl = \"http://mm.internal\"\n"
-    ));
+    let w = warnings(&format!("{KEY}{ROUTE}[upstream]\nurl = \"http://mm.internal\"\n"));
     assert!(w.iter().any(|x| x.starts_with("upstream.url:")), "{w:?}");
-    let w = warnings(&format!(
-        "{KEY}{ROUTE}[upstream]\nurl = \"http://127.0.0.1:8000\"\n"
-    ));
+    let w = warnings(&format!("{KEY}{ROUTE}[upstream]\nurl = \"http://127.0.0.1:8000\"\n"));
     assert!(w.is_empty(), "{w:?}");
 }
 
@@ -194,8 +154,6 @@ fn the_embedded_default_and_the_example_are_valid() {
     assert_eq!(s.server.admin_listen.to_string(), "127.0.0.1:9090");
     assert_eq!(s.upstream.url, "https://api.machinemetrics.com");
     assert!(s.warnings.is_empty(), "{:?}", s.warnings);
-    let example =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/mmgate.toml"))
-            .unwrap();
+    let example = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/mmgate.toml")).unwrap();
     Settings::from_toml(&example).unwrap();
 }

@@ -31,11 +31,7 @@ async fn missing_and_unknown_tokens_are_401() {
 #[tokio::test]
 async fn scheme_is_case_insensitive() {
     let (gate, upstream, _keys) = Mmgate::with_upstream("").await;
-    for auth in [
-        "bearer dash-token-1",
-        "BEARER dash-token-1",
-        "Bearer   dash-token-1",
-    ] {
+    for auth in ["bearer dash-token-1", "BEARER dash-token-1", "Bearer   dash-token-1"] {
         let reply = get(&gate.url("/reports/production"), &[("authorization", auth)]).await;
         assert_eq!(reply.status, 200, "{auth}");
     }
@@ -48,36 +44,23 @@ async fn anonymous_client_only_when_configured_and_only_without_a_header() {
     let reply = get(&gate.url("/reports/production"), &[]).await;
     assert_eq!(reply.status, 200);
     // A bad token is refused, never downgraded to anonymous.
-    get(
-        &gate.url("/reports/production"),
-        &[("authorization", "Bearer nope")],
-    )
-    .await
-    .assert_error(401, "unauthenticated");
-    // The anonymous client's scopes are its own.
-    get(&gate.url("/erp/jobdispatch/1"), &[])
+    get(&gate.url("/reports/production"), &[("authorization", "Bearer nope")])
         .await
-        .assert_error(403, "scope_denied");
+        .assert_error(401, "unauthenticated");
+    // The anonymous client's scopes are its own.
+    get(&gate.url("/erp/jobdispatch/1"), &[]).await.assert_error(403, "scope_denied");
     assert_eq!(upstream.requests().len(), 1);
 }
 
 #[tokio::test]
 async fn scopes_gate_routes() {
     let (gate, upstream, _keys) = Mmgate::with_upstream("").await;
-    let message = get(&gate.url("/erp/jobdispatch/7"), &[AS_DASHBOARD])
-        .await
-        .assert_error(403, "scope_denied");
-    assert!(
-        message.contains("/erp/*") && message.contains("`erp`"),
-        "{message}"
-    );
+    let message = get(&gate.url("/erp/jobdispatch/7"), &[AS_DASHBOARD]).await.assert_error(403, "scope_denied");
+    assert!(message.contains("/erp/*") && message.contains("`erp`"), "{message}");
     upstream.assert_untouched();
 
     let reply = post(&gate.url("/erp/jobdispatch/start"), &[AS_ERP], "{}").await;
     assert_eq!(reply.status, 200);
     let seen = upstream.only();
-    assert_eq!(
-        seen.header("authorization"),
-        Some(&*format!("Bearer {ERP_KEY}"))
-    );
+    assert_eq!(seen.header("authorization"), Some(&*format!("Bearer {ERP_KEY}")));
 }

@@ -8,6 +8,7 @@ mod admin;
 mod cli;
 mod config;
 mod forwarding;
+mod graphql;
 mod identity;
 mod routing;
 mod support;

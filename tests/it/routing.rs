@@ -27,16 +27,9 @@ async fn traversal_into_another_route_is_judged_by_that_route() {
 #[tokio::test]
 async fn traversal_forms_reach_the_normalised_path_upstream() {
     let (gate, upstream, _keys) = Mmgate::with_upstream("").await;
-    let reply = get(
-        &gate.url("/reports/../reports/./production?day=2024-01-01&x=%2F"),
-        &[AS_DASHBOARD],
-    )
-    .await;
+    let reply = get(&gate.url("/reports/../reports/./production?day=2024-01-01&x=%2F"), &[AS_DASHBOARD]).await;
     assert_eq!(reply.status, 200);
-    assert_eq!(
-        upstream.only().target,
-        "/reports/production?day=2024-01-01&x=%2F"
-    );
+    assert_eq!(upstream.only().target, "/reports/production?day=2024-01-01&x=%2F");
 
     let (gate, upstream, _keys) = Mmgate::with_upstream("").await;
     let reply = post(
@@ -48,10 +41,7 @@ async fn traversal_forms_reach_the_normalised_path_upstream() {
     assert_eq!(reply.status, 200, "{}", reply.text());
     let seen = upstream.only();
     assert_eq!(seen.target, "/graphql");
-    assert_eq!(
-        seen.header("authorization"),
-        Some(&*format!("Bearer {REPORTING_KEY}"))
-    );
+    assert_eq!(seen.header("authorization"), Some(&*format!("Bearer {REPORTING_KEY}")));
 }
 
 #[tokio::test]
@@ -76,14 +66,7 @@ async fn encoded_separators_and_climbing_are_bad_requests() {
 #[tokio::test]
 async fn unknown_paths_are_404_before_authentication() {
     let (gate, upstream, _keys) = Mmgate::with_upstream("").await;
-    for path in [
-        "/",
-        "/reports",
-        "/Reports/production",
-        "/graphql/x",
-        "/GRAPHQL",
-        "/accounts/current",
-    ] {
+    for path in ["/", "/reports", "/Reports/production", "/graphql/x", "/GRAPHQL", "/accounts/current"] {
         // No token at all: the route is judged first, so the answer is 404, not 401.
         let reply = get(&gate.url(path), &[]).await;
         let message = reply.assert_error(404, "no_route");
@@ -95,16 +78,8 @@ async fn unknown_paths_are_404_before_authentication() {
 #[tokio::test]
 async fn prefix_routes_match_the_slash_and_below() {
     let (gate, upstream, _keys) = Mmgate::with_upstream("").await;
-    assert_eq!(
-        get(&gate.url("/reports/"), &[AS_DASHBOARD]).await.status,
-        200
-    );
-    assert_eq!(
-        get(&gate.url("/reports/production/sub"), &[AS_DASHBOARD])
-            .await
-            .status,
-        200
-    );
+    assert_eq!(get(&gate.url("/reports/"), &[AS_DASHBOARD]).await.status, 200);
+    assert_eq!(get(&gate.url("/reports/production/sub"), &[AS_DASHBOARD]).await.status, 200);
     let targets: Vec<String> = upstream.requests().into_iter().map(|r| r.target).collect();
     assert_eq!(targets, ["/reports/", "/reports/production/sub"]);
 }

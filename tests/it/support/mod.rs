@@ -46,11 +46,7 @@ pub struct KeyDir {
 impl KeyDir {
     pub fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(
-            dir.path().join("reporting.key"),
-            format!("{REPORTING_KEY}\n"),
-        )
-        .unwrap();
+        std::fs::write(dir.path().join("reporting.key"), format!("{REPORTING_KEY}\n")).unwrap();
         std::fs::write(dir.path().join("erp.key"), ERP_KEY).unwrap();
         Self { dir }
     }
@@ -131,8 +127,7 @@ pub struct Mmgate {
 impl Mmgate {
     /// Starts mmgate on `toml`.
     pub async fn start(toml: &str) -> Self {
-        let settings =
-            Settings::from_toml(toml).unwrap_or_else(|e| panic!("test config invalid: {e}"));
+        let settings = Settings::from_toml(toml).unwrap_or_else(|e| panic!("test config invalid: {e}"));
         let keys = KeyStore::load(&settings.keys).unwrap_or_else(|e| panic!("keys: {e:?}"));
         let gate = Gate::new(Runtime::new(settings, keys));
         let server = Server::bind(gate.clone()).await.unwrap();
@@ -145,13 +140,7 @@ impl Mmgate {
         while !gate.is_serving() {
             tokio::task::yield_now().await;
         }
-        Self {
-            addr,
-            admin,
-            gate,
-            stop: Some(stop),
-            task: Some(task),
-        }
+        Self { addr, admin, gate, stop: Some(stop), task: Some(task) }
     }
 
     /// Starts the fake upstream, the key files and mmgate on the standard config.
@@ -226,32 +215,16 @@ impl Reply {
 }
 
 /// Sends one request with a pooled hyper client.
-pub async fn send(
-    method: Method,
-    url: &str,
-    headers: &[(&str, &str)],
-    body: impl Into<Bytes>,
-) -> Reply {
+pub async fn send(method: Method, url: &str, headers: &[(&str, &str)], body: impl Into<Bytes>) -> Reply {
     let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
     let mut request = Request::builder().method(method).uri(url);
     for (name, value) in headers {
         request = request.header(*name, *value);
     }
-    let response = client
-        .request(request.body(Full::new(body.into())).unwrap())
-        .await
-        .unwrap();
+    let response = client.request(request.body(Full::new(body.into())).unwrap()).await.unwrap();
     let (parts, body) = response.into_parts();
-    let body = body
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
-    Reply {
-        status: parts.status,
-        headers: parts.headers,
-        body,
-    }
+    let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    Reply { status: parts.status, headers: parts.headers, body }
 }
 
 pub async fn get(url: &str, headers: &[(&str, &str)]) -> Reply {
@@ -272,19 +245,11 @@ pub async fn raw(addr: SocketAddr, request: &[u8]) -> String {
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     stream.write_all(request).await.unwrap();
     let mut out = Vec::new();
-    let _ = tokio::time::timeout(
-        std::time::Duration::from_secs(5),
-        stream.read_to_end(&mut out),
-    )
-    .await;
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), stream.read_to_end(&mut out)).await;
     String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Status code of a raw HTTP response text.
 pub fn raw_status(response: &str) -> u16 {
-    response
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0)
+    response.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0)
 }

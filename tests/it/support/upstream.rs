@@ -57,11 +57,7 @@ impl Upstream {
     /// The only request received; panics unless exactly one arrived.
     pub fn only(&self) -> Recorded {
         let all = self.requests();
-        assert_eq!(
-            all.len(),
-            1,
-            "expected exactly one upstream request, got {all:#?}"
-        );
+        assert_eq!(all.len(), 1, "expected exactly one upstream request, got {all:#?}");
         all.into_iter().next().unwrap()
     }
 
@@ -74,11 +70,7 @@ impl Upstream {
 
 async fn answer(State(seen): State<Arc<Mutex<Vec<Recorded>>>>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
-    let target = parts
-        .uri
-        .path_and_query()
-        .map(|p| p.to_string())
-        .unwrap_or_default();
+    let target = parts.uri.path_and_query().map(|p| p.to_string()).unwrap_or_default();
     let Ok(body) = axum::body::to_bytes(body, usize::MAX).await else {
         // An aborted body: the request never fully arrived, so it is not recorded.
         return Response::new(Body::empty());
@@ -91,40 +83,25 @@ async fn answer(State(seen): State<Arc<Mutex<Vec<Recorded>>>>, request: Request)
     });
     let path = parts.uri.path();
     let mut response = Response::new(Body::empty());
-    response
-        .headers_mut()
-        .insert("x-upstream", "fake-mm".parse().unwrap());
+    response.headers_mut().insert("x-upstream", "fake-mm".parse().unwrap());
     if path.ends_with("/slow") {
         tokio::time::sleep(Duration::from_secs(3)).await;
     } else if path.ends_with("/redirect") {
         *response.status_mut() = StatusCode::FOUND;
-        response.headers_mut().insert(
-            "location",
-            "https://elsewhere.example/next?x=1".parse().unwrap(),
-        );
+        response.headers_mut().insert("location", "https://elsewhere.example/next?x=1".parse().unwrap());
         return response;
-    } else if let Some(code) = path
-        .rsplit_once("/status/")
-        .and_then(|(_, c)| c.parse::<u16>().ok())
-    {
+    } else if let Some(code) = path.rsplit_once("/status/").and_then(|(_, c)| c.parse::<u16>().ok()) {
         *response.status_mut() = StatusCode::from_u16(code).unwrap();
         *response.body_mut() = Body::from(format!(r#"{{"upstream_status":{code}}}"#));
         return response;
     } else if path.ends_with("/stall") {
         // Two chunks, then silence longer than mmgate's body_idle_timeout.
-        let stream = async_stream(vec![
-            Bytes::from_static(b"first,"),
-            Bytes::from_static(b"second,"),
-        ]);
+        let stream = async_stream(vec![Bytes::from_static(b"first,"), Bytes::from_static(b"second,")]);
         *response.body_mut() = Body::from_stream(stream);
         return response;
-    } else if let Some(size) = path
-        .rsplit_once("/bytes/")
-        .and_then(|(_, n)| n.parse::<usize>().ok())
-    {
+    } else if let Some(size) = path.rsplit_once("/bytes/").and_then(|(_, n)| n.parse::<usize>().ok()) {
         let chunk = Bytes::from(vec![b'x'; 64 * 1024]);
-        let chunks =
-            (0..size.div_ceil(chunk.len())).map(move |_| Ok::<_, std::io::Error>(chunk.clone()));
+        let chunks = (0..size.div_ceil(chunk.len())).map(move |_| Ok::<_, std::io::Error>(chunk.clone()));
         *response.body_mut() = Body::from_stream(futures_util::stream::iter(chunks));
         return response;
     }
@@ -138,20 +115,15 @@ async fn answer(State(seen): State<Arc<Mutex<Vec<Recorded>>>>, request: Request)
 }
 
 /// Yields `chunks`, then stalls for 5 s before ending.
-fn async_stream(
-    chunks: Vec<Bytes>,
-) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> {
-    futures_util::stream::unfold(
-        (chunks.into_iter(), false),
-        |(mut it, stalled)| async move {
-            match it.next() {
-                Some(chunk) => Some((Ok(chunk), (it, stalled))),
-                None if !stalled => {
-                    tokio::time::sleep(Duration::from_secs(5)).await;
-                    Some((Ok(Bytes::from_static(b"late")), (it, true)))
-                }
-                None => None,
+fn async_stream(chunks: Vec<Bytes>) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> {
+    futures_util::stream::unfold((chunks.into_iter(), false), |(mut it, stalled)| async move {
+        match it.next() {
+            Some(chunk) => Some((Ok(chunk), (it, stalled))),
+            None if !stalled => {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                Some((Ok(Bytes::from_static(b"late")), (it, true)))
             }
-        },
-    )
+            None => None,
+        }
+    })
 }

@@ -1,0 +1,87 @@
+//! GraphQL routes: part of step 3 of the request path. After the caller is
+//! identified and holds the route's scope, the body is read (bounded by
+//! `max_body`), every operation of every batch item is analysed, and
+//! `policy::graphql` decides. The caller's original bytes are what is
+//! forwarded: nothing is re-serialised.
+
+pub mod analyse;
+pub mod request;
+
+use axum::body::Body;
+use axum::extract::Request;
+use bytes::Bytes;
+use http::Method;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+
+pub use analyse::{analyse, Limits, Operation, OperationKind};
+pub use request::GraphqlRequest;
+
+use crate::client::Client;
+use crate::error::ProxyError;
+use crate::policy::{self, ScopeNames};
+use crate::route::GraphqlRoute;
+
+/// What the access log reports about a checked GraphQL request.
+#[derive(Debug, Clone, Default)]
+pub struct Summary {
+    /// The type of the (first) selected operation.
+    pub kind: Option<OperationKind>,
+    /// Its name, when it has one.
+    pub name: Option<String>,
+}
+
+/// Reads and checks a GraphQL request; returns it, body restored, with a summary.
+pub async fn check(
+    request: Request,
+    route: &GraphqlRoute,
+    client: &Client,
+    scopes: &ScopeNames,
+    max_body: u64,
+) -> Result<(Request, Summary), ProxyError> {
+    let is_get = match *request.method() {
+        Method::GET => true,
+        Method::POST => false,
+        _ => return Err(ProxyError::MethodNotAllowed("GraphQL routes accept GET and POST only")),
+    };
+    let (parts, body) = request.into_parts();
+    let bytes = read_body(body, max_body).await?;
+    let query_string = parts.uri.query();
+    let items = if is_get {
+        request::from_get(query_string, &bytes)?
+    } else {
+        request::from_post(&parts.headers, query_string, &bytes)?
+    };
+
+    let mut analysed = Vec::with_capacity(items.len());
+    for item in &items {
+        let operations = match analyse(&item.query, item.operation_name.as_deref(), &route.limits) {
+            Ok(operations) => operations,
+            Err(e) if e.is_introspection() => return Err(ProxyError::ScopeDenied(e.0)),
+            Err(e) => return Err(ProxyError::BadGraphql(e.0)),
+        };
+        analysed.push(operations);
+    }
+    policy::graphql(analysed.iter().flatten(), is_get, client, route, scopes)?;
+
+    let summary = items
+        .first()
+        .zip(analysed.first())
+        .and_then(|(item, ops)| {
+            let selected = match &item.operation_name {
+                Some(name) => ops.iter().find(|op| op.name.as_deref() == Some(name.as_str())),
+                None => ops.first(),
+            }?;
+            Some(Summary { kind: Some(selected.kind), name: selected.name.clone() })
+        })
+        .unwrap_or_default();
+    Ok((Request::from_parts(parts, Body::from(bytes)), summary))
+}
+
+async fn read_body(body: Body, max_body: u64) -> Result<Bytes, ProxyError> {
+    let limit = usize::try_from(max_body).unwrap_or(usize::MAX);
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<LengthLimitError>() => Err(ProxyError::BodyTooLarge { limit: max_body }),
+        Err(_) => Err(ProxyError::BadRequest("the request body could not be read".into())),
+    }
+}

@@ -1,0 +1,398 @@
+//! Reading a GraphQL request from its HTTP carrier exactly as a GraphQL
+//! server would, or refusing it: POST `application/json` (one object or a
+//! batch array), POST `application/graphql`, GET `?query=`.
+//!
+//! JSON is read strictly: a duplicate key at any depth is refused, because
+//! servers disagree on whether the first or the last one wins. serde_json
+//! decodes `\u` escapes in keys and strings before anything is compared.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use http::header::{CONTENT_ENCODING, CONTENT_TYPE};
+use http::HeaderMap;
+use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::Deserialize;
+
+use crate::error::ProxyError;
+
+/// One GraphQL request: the document and the operation it selects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GraphqlRequest {
+    /// The document text.
+    pub query: String,
+    /// `operationName`, if given and not empty.
+    pub operation_name: Option<String>,
+}
+
+fn bad(message: impl Into<String>) -> ProxyError {
+    ProxyError::BadGraphql(message.into())
+}
+
+/// The GraphQL parameters a URL query string carries.
+#[derive(Default)]
+struct UrlParams {
+    query: Option<String>,
+    operation_name: Option<String>,
+    any: bool,
+}
+
+fn url_params(query_string: Option<&str>) -> Result<UrlParams, ProxyError> {
+    let mut params = UrlParams::default();
+    let mut seen: Vec<Cow<'_, str>> = Vec::new();
+    for (name, value) in form_urlencoded::parse(query_string.unwrap_or_default().as_bytes()) {
+        if !matches!(name.as_ref(), "query" | "operationName" | "variables" | "extensions") {
+            continue;
+        }
+        if seen.contains(&name) {
+            return Err(bad(format!("`{name}` is given twice in the URL")));
+        }
+        params.any = true;
+        match name.as_ref() {
+            "query" => params.query = Some(value.into_owned()),
+            "operationName" => params.operation_name = Some(value.into_owned()).filter(|v| !v.is_empty()),
+            _ => {}
+        }
+        seen.push(name);
+    }
+    Ok(params)
+}
+
+/// Reads a GET request: everything is in the URL, and the body must be empty.
+pub fn from_get(query_string: Option<&str>, body: &[u8]) -> Result<Vec<GraphqlRequest>, ProxyError> {
+    if !body.is_empty() {
+        return Err(bad("a GET request carries its GraphQL in the URL, not in a body"));
+    }
+    let params = url_params(query_string)?;
+    let Some(query) = params.query else {
+        return Err(bad("GET needs `?query=`; a persisted-query hash without the query text cannot be checked"));
+    };
+    Ok(vec![GraphqlRequest { query, operation_name: params.operation_name }])
+}
+
+/// The media types a POST may use.
+enum Media {
+    Json,
+    Graphql,
+}
+
+fn media(headers: &HeaderMap) -> Result<Media, ProxyError> {
+    if headers.contains_key(CONTENT_ENCODING) {
+        return Err(ProxyError::UnsupportedMediaType("send GraphQL bodies without Content-Encoding".into()));
+    }
+    let unsupported = || {
+        ProxyError::UnsupportedMediaType(
+            "GraphQL requests must be POSTed as `application/json` or `application/graphql` (UTF-8)".into(),
+        )
+    };
+    let value = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).ok_or_else(unsupported)?;
+    let mut parts = value.split(';');
+    let essence = parts.next().unwrap_or_default().trim();
+    for param in parts {
+        let (name, val) = param.split_once('=').unwrap_or((param, ""));
+        let val = val.trim().trim_matches('"');
+        if name.trim().eq_ignore_ascii_case("charset") && !val.eq_ignore_ascii_case("utf-8") {
+            return Err(unsupported());
+        }
+    }
+    if essence.eq_ignore_ascii_case("application/json") {
+        Ok(Media::Json)
+    } else if essence.eq_ignore_ascii_case("application/graphql") {
+        Ok(Media::Graphql)
+    } else {
+        Err(unsupported())
+    }
+}
+
+/// Reads a POST request from its headers, URL query string and whole body.
+pub fn from_post(
+    headers: &HeaderMap,
+    query_string: Option<&str>,
+    body: &[u8],
+) -> Result<Vec<GraphqlRequest>, ProxyError> {
+    let media = media(headers)?;
+    let params = url_params(query_string)?;
+    match media {
+        Media::Graphql => {
+            if params.query.is_some() {
+                return Err(bad("`query` is given both in the URL and in the body"));
+            }
+            let query = std::str::from_utf8(body).map_err(|_| bad("the body is not valid UTF-8"))?;
+            Ok(vec![GraphqlRequest { query: query.to_owned(), operation_name: params.operation_name }])
+        }
+        Media::Json => {
+            if params.any {
+                return Err(bad(if params.query.is_some() {
+                    "`query` is given both in the URL and in the body"
+                } else {
+                    "GraphQL parameters must not be split between the URL and the JSON body"
+                }));
+            }
+            let parsed: Body = serde_json::from_slice(body).map_err(|e| bad(format!("invalid JSON body: {e}")))?;
+            let items = match parsed {
+                Body::One(item) => vec![item],
+                Body::Batch(items) if items.is_empty() => return Err(bad("an empty batch")),
+                Body::Batch(items) => items,
+            };
+            items
+                .into_iter()
+                .map(|item| match item.query {
+                    Some(query) => Ok(GraphqlRequest { query, operation_name: item.operation_name }),
+                    None if item.persisted => {
+                        Err(bad("a persisted-query hash without the query text cannot be checked; send `query`"))
+                    }
+                    None => Err(bad("the request has no `query`")),
+                })
+                .collect()
+        }
+    }
+}
+
+/// A JSON request body: one object or a batch array of them.
+enum Body {
+    One(Item),
+    Batch(Vec<Item>),
+}
+
+/// One JSON request object, read strictly.
+struct Item {
+    query: Option<String>,
+    operation_name: Option<String>,
+    persisted: bool,
+}
+
+impl<'de> Deserialize<'de> for Body {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Body;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a GraphQL request object or an array of them")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Body, A::Error> {
+                ItemVisitor.visit_map(map).map(Body::One)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Body, A::Error> {
+                let mut items = Vec::new();
+                while let Some(item) = seq.next_element::<Item>()? {
+                    items.push(item);
+                }
+                Ok(Body::Batch(items))
+            }
+        }
+        deserializer.deserialize_any(V)
+    }
+}
+
+struct ItemVisitor;
+
+impl<'de> Visitor<'de> for ItemVisitor {
+    type Value = Item;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a GraphQL request object")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Item, A::Error> {
+        let mut item = Item { query: None, operation_name: None, persisted: false };
+        let mut seen: Vec<String> = Vec::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if seen.contains(&key) {
+                return Err(de::Error::custom(format_args!("duplicate key `{key}`")));
+            }
+            match key.as_str() {
+                "query" => item.query = map.next_value::<Option<String>>()?,
+                "operationName" => item.operation_name = map.next_value::<Option<String>>()?.filter(|n| !n.is_empty()),
+                "extensions" => item.persisted = map.next_value::<Extensions>()?.persisted,
+                _ => {
+                    map.next_value::<Strict>()?;
+                }
+            }
+            seen.push(key);
+        }
+        Ok(item)
+    }
+}
+
+impl<'de> Deserialize<'de> for Item {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(ItemVisitor)
+    }
+}
+
+/// `extensions`: only whether it carries `persistedQuery` matters.
+struct Extensions {
+    persisted: bool,
+}
+
+impl<'de> Deserialize<'de> for Extensions {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Extensions;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an extensions object")
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Extensions, E> {
+                Ok(Extensions { persisted: false })
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Extensions, A::Error> {
+                let keys = StrictVisitor.visit_map(map)?;
+                Ok(Extensions { persisted: keys.iter().any(|k| k == "persistedQuery") })
+            }
+        }
+        deserializer.deserialize_any(V)
+    }
+}
+
+/// Any JSON value, checked for duplicate keys at every depth and discarded.
+struct Strict;
+
+impl<'de> Deserialize<'de> for Strict {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(StrictVisitor).map(|_| Strict)
+    }
+}
+
+/// Visits any JSON value; for an object, returns its keys.
+struct StrictVisitor;
+
+impl<'de> Visitor<'de> for StrictVisitor {
+    type Value = Vec<String>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(Vec::new())
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(Vec::new())
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(Vec::new())
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(Vec::new())
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+        Ok(Vec::new())
+    }
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(Vec::new())
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        while seq.next_element::<Strict>()?.is_some() {}
+        Ok(Vec::new())
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut keys: Vec<String> = Vec::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if keys.contains(&key) {
+                return Err(de::Error::custom(format_args!("duplicate key `{key}`")));
+            }
+            map.next_value::<Strict>()?;
+            keys.push(key);
+        }
+        Ok(keys)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn json_headers() -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        h
+    }
+
+    fn post_json(body: &str) -> Result<Vec<GraphqlRequest>, String> {
+        from_post(&json_headers(), None, body.as_bytes()).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn objects_and_batches() {
+        let one = post_json(r#"{"query":"{a}","operationName":null,"variables":{}}"#).unwrap();
+        assert_eq!(one, [GraphqlRequest { query: "{a}".into(), operation_name: None }]);
+        let batch = post_json(r#"[{"query":"{a}"},{"query":"query B {b}","operationName":"B"}]"#).unwrap();
+        assert_eq!(batch.len(), 2);
+        assert_eq!(batch[1].operation_name.as_deref(), Some("B"));
+        assert!(post_json("[]").unwrap_err().contains("empty batch"));
+        for not_object in ["1", "\"{a}\"", "null", "[1]", "[[{\"query\":\"{a}\"}]]"] {
+            assert!(post_json(not_object).is_err(), "{not_object}");
+        }
+    }
+
+    #[test]
+    fn duplicate_keys_are_refused_at_every_depth_even_escaped() {
+        for body in [
+            r#"{"query":"{a}","query":"mutation{b}"}"#,
+            r#"{"query":"{a}","qu\u0065ry":"mutation{b}"}"#,
+            r#"{"query":"{a}","operationName":"A","operationName":"B"}"#,
+            r#"{"query":"{a}","variables":{"x":1,"x":2}}"#,
+            r#"{"query":"{a}","extensions":{"a":[{"b":1,"b":2}]}}"#,
+            r#"[{"query":"{a}"},{"query":"{a}","query":"{b}"}]"#,
+        ] {
+            assert!(post_json(body).unwrap_err().contains("duplicate key"), "{body}");
+        }
+    }
+
+    #[test]
+    fn escapes_are_decoded_before_the_check() {
+        let r = post_json(r#"{"query":"\u006dutation { x }"}"#).unwrap();
+        assert_eq!(r[0].query, "mutation { x }");
+    }
+
+    #[test]
+    fn persisted_queries_without_text_are_refused() {
+        let e = post_json(r#"{"extensions":{"persistedQuery":{"version":1,"sha256Hash":"abc"}}}"#).unwrap_err();
+        assert!(e.contains("persisted"), "{e}");
+        assert!(post_json(r#"{"operationName":"A"}"#).unwrap_err().contains("no `query`"));
+        assert!(from_get(Some("extensions=%7B%7D"), b"").is_err());
+    }
+
+    #[test]
+    fn query_in_both_url_and_body_is_refused() {
+        let e = from_post(&json_headers(), Some("query=%7Bb%7D"), br#"{"query":"{a}"}"#).unwrap_err();
+        assert!(e.to_string().contains("both"));
+        let mut h = HeaderMap::new();
+        h.insert(CONTENT_TYPE, HeaderValue::from_static("application/graphql"));
+        assert!(from_post(&h, Some("query=%7Bb%7D"), b"{a}").is_err());
+        let ok = from_post(&h, Some("operationName=A"), b"query A {a}").unwrap();
+        assert_eq!(ok[0].operation_name.as_deref(), Some("A"));
+    }
+
+    #[test]
+    fn get_reads_the_url_once() {
+        let r = from_get(Some("query=%7B+machines+%7B+name+%7D+%7D&operationName="), b"").unwrap();
+        assert_eq!(r[0].query, "{ machines { name } }");
+        assert_eq!(r[0].operation_name, None);
+        assert!(from_get(Some("query=%7Ba%7D&query=mutation%7Bb%7D"), b"").is_err());
+        assert!(from_get(Some("query=%7Ba%7D"), b"{\"query\":\"{b}\"}").is_err());
+        assert!(from_get(None, b"").is_err());
+    }
+
+    #[test]
+    fn media_types_and_encodings() {
+        let mut h = HeaderMap::new();
+        for (ct, ok) in [
+            ("application/json", true),
+            ("Application/JSON; charset=UTF-8", true),
+            ("application/json; charset=latin1", false),
+            ("text/plain", false),
+            ("application/x-www-form-urlencoded", false),
+            ("multipart/form-data; boundary=x", false),
+        ] {
+            h.insert(CONTENT_TYPE, HeaderValue::from_static(ct));
+            let r = from_post(&h, None, br#"{"query":"{a}"}"#);
+            assert_eq!(r.is_ok(), ok, "{ct}");
+            if !ok {
+                assert_eq!(r.unwrap_err().code(), "unsupported_media_type");
+            }
+        }
+        h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        h.insert(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+        assert_eq!(from_post(&h, None, b"{}").unwrap_err().code(), "unsupported_media_type");
+        assert_eq!(from_post(&HeaderMap::new(), None, b"{}").unwrap_err().code(), "unsupported_media_type");
+    }
+}
