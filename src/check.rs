@@ -54,6 +54,9 @@ pub fn check(settings: &Settings, skip_keys: bool) -> Report {
         if let Some(limit) = &key.limit {
             let _ = write!(out, "  limit {limit}");
         }
+        if let Some(max) = key.max_in_flight {
+            let _ = write!(out, "  max_in_flight {max}");
+        }
         if let Some(budget) = key.budget.and_then(|b| s.budgets.get(b)) {
             let _ = write!(out, "  budget {}", budget.name);
         }

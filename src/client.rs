@@ -29,6 +29,8 @@ pub enum Credential {
 /// One configured caller.
 #[derive(Debug, Clone)]
 pub struct Client {
+    /// Position in the client table, which limiters are indexed by.
+    pub id: usize,
     /// The name in `[clients.NAME]`, used in logs and metrics.
     pub name: String,
     /// How it is recognised.
@@ -50,7 +52,10 @@ pub struct ClientTable {
 
 impl ClientTable {
     /// Builds the table; the config has already rejected duplicate credentials.
-    pub fn new(clients: Vec<Client>) -> Self {
+    pub fn new(mut clients: Vec<Client>) -> Self {
+        for (id, client) in clients.iter_mut().enumerate() {
+            client.id = id;
+        }
         let anonymous = clients.iter().position(|c| c.credential == Credential::Anonymous);
         Self { clients, anonymous }
     }
@@ -114,6 +119,7 @@ mod tests {
 
     fn table(anonymous: bool) -> ClientTable {
         let mut clients = vec![Client {
+            id: 0,
             name: "dashboard".into(),
             credential: Credential::Token(Sha256::digest(b"s3cret").into()),
             scopes: ScopeSet::default(),
@@ -122,6 +128,7 @@ mod tests {
         }];
         if anonymous {
             clients.push(Client {
+                id: 0,
                 name: "local".into(),
                 credential: Credential::Anonymous,
                 scopes: ScopeSet::default(),

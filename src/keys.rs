@@ -52,6 +52,8 @@ pub struct KeySpec {
     pub limit: Option<Limit>,
     /// Index of the budget this key shares, if any.
     pub budget: Option<usize>,
+    /// Cap on concurrent upstream requests with this key.
+    pub max_in_flight: Option<std::num::NonZeroU32>,
 }
 
 /// Why a key could not be loaded; never contains the key.

@@ -134,7 +134,7 @@ async fn async_serve(origin: ConfigOrigin) -> ExitCode {
             tracing::info!(key = slot.name(), fingerprint = %key.fingerprint(), "key loaded");
         }
     }
-    let gate = Gate::new(Runtime::new(settings, keys));
+    let gate = Gate::new(Runtime::new(settings, keys, None));
     let server = match Server::bind(gate.clone()).await {
         Ok(server) => server,
         Err(e) => {
@@ -197,6 +197,6 @@ fn reload(gate: &Gate, origin: &ConfigOrigin) {
     for warning in &settings.warnings {
         tracing::warn!("{warning}");
     }
-    gate.swap(Runtime::new(settings, keys));
+    gate.swap(Runtime::new(settings, keys, Some(&old)));
     tracing::info!(config = %origin, "configuration reloaded");
 }

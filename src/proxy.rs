@@ -16,14 +16,14 @@ use std::time::Instant;
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::response::Response;
-use http::{header, HeaderMap, HeaderValue, Method};
+use http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use http_body_util::BodyExt;
 
 use crate::error::ProxyError;
 use crate::forward::{self, Outbound, X_REQUEST_ID};
-use crate::route::RouteKind;
+use crate::route::{KeyId, RouteKind};
 use crate::state::{Gate, Runtime};
-use crate::{graphql, policy, route};
+use crate::{graphql, limit, policy, route};
 
 /// What the access log reports about a request, filled in as steps pass.
 #[derive(Default)]
@@ -96,6 +96,8 @@ async fn checked_forward<'a>(
         }
     };
 
+    let admission = runtime.limiters.admit(client.id, route.key)?;
+
     let max_body = settings.server.max_body;
     if declared_length(request.headers()).is_some_and(|len| len > max_body) {
         return Err(ProxyError::BodyTooLarge { limit: max_body });
@@ -109,7 +111,35 @@ async fn checked_forward<'a>(
         max_body,
     };
     let outbound = forward::upstream_request(request, out, upstream);
-    forward::send(&runtime.upstream, outbound, upstream.timeout, upstream.body_idle_timeout, max_body).await
+    let response =
+        forward::send(&runtime.upstream, outbound, upstream.timeout, upstream.body_idle_timeout, max_body).await?;
+    if response.status() == StatusCode::TOO_MANY_REQUESTS {
+        upstream_throttled(runtime, route.key, response.headers());
+    }
+    // The in-flight permit is released when the response body is done.
+    Ok(response.map(|body| {
+        Body::new(body.map_frame(move |frame| {
+            let _ = &admission;
+            frame
+        }))
+    }))
+}
+
+/// An upstream 429 passes through to the caller, and pauses the key (and its
+/// budget) so that nobody else's request hits the upstream meanwhile.
+fn upstream_throttled(runtime: &Runtime, key: KeyId, headers: &HeaderMap) {
+    let retry_after = headers
+        .get(header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| limit::parse_retry_after(v, std::time::SystemTime::now()));
+    if let Some(cooldown) = runtime.limiters.cool_down(key, retry_after) {
+        let name = runtime.settings.keys.get(key).map_or("?", |k| k.name.as_str());
+        tracing::warn!(
+            key = name,
+            cooldown_secs = cooldown.as_secs_f64(),
+            "upstream answered 429: cooling down this key"
+        );
+    }
 }
 
 /// CONNECT and protocol upgrades would turn mmgate into a tunnel it cannot

@@ -12,6 +12,7 @@ use arc_swap::ArcSwap;
 use crate::config::Settings;
 use crate::forward::{self, UpstreamClient};
 use crate::keys::KeyStore;
+use crate::limit::{LimitClock, Limiters};
 
 /// One consistent view of what mmgate serves with.
 #[derive(Debug)]
@@ -22,13 +23,16 @@ pub struct Runtime {
     pub keys: KeyStore,
     /// The pooled client for `settings.upstream`.
     pub upstream: UpstreamClient,
+    /// Rate limits, in-flight caps and cool-downs.
+    pub limiters: Limiters,
 }
 
 impl Runtime {
-    /// Assembles a runtime; builds the upstream client for `settings`.
-    pub fn new(settings: Settings, keys: KeyStore) -> Self {
+    /// Assembles a runtime; limit state of `previous` carries over where the limit is unchanged.
+    pub fn new(settings: Settings, keys: KeyStore, previous: Option<&Runtime>) -> Self {
         let upstream = forward::client(&settings.upstream);
-        Self { settings, keys, upstream }
+        let limiters = Limiters::new(&settings, previous.map(|p| &p.limiters), LimitClock::real());
+        Self { settings, keys, upstream, limiters }
     }
 }
 

@@ -90,6 +90,8 @@ pub struct RawKey {
     pub scopes: Vec<String>,
     pub limit: Option<RawLimit>,
     pub budget: Option<String>,
+    /// Most requests in flight upstream at once on this key; more are refused.
+    pub max_in_flight: Option<u32>,
 }
 
 /// `[budgets.NAME]`: a limit shared by every key naming it.

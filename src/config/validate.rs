@@ -295,7 +295,17 @@ fn key_spec(c: &mut Checker, name: &str, raw: &RawKey, budgets: &[BudgetSpec]) -
             }
         },
     };
-    Some(KeySpec { name: name.to_owned(), source, scopes, limit, budget })
+    let max_in_flight = match raw.max_in_flight {
+        None => None,
+        Some(n) => {
+            let n = NonZeroU32::new(n);
+            if n.is_none() {
+                c.problem(format!("{at}.max_in_flight"), "must be at least 1 (omit it for no cap)");
+            }
+            n
+        }
+    };
+    Some(KeySpec { name: name.to_owned(), source, scopes, limit, budget, max_in_flight })
 }
 
 fn route_spec(c: &mut Checker, i: usize, raw: &RawRoute, keys: &[KeySpec]) -> Option<Route> {
@@ -435,7 +445,7 @@ fn clients(c: &mut Checker, raw: &BTreeMap<String, RawClient>) -> Vec<Client> {
             c.warnings.push(format!("{at}.graphql_fields: empty, so this client can select no GraphQL field"));
         }
         let graphql_fields = client.graphql_fields.clone();
-        out.push(Client { name: name.clone(), credential, scopes, limit, graphql_fields });
+        out.push(Client { id: 0, name: name.clone(), credential, scopes, limit, graphql_fields });
     }
     out
 }

@@ -9,6 +9,8 @@ mod cli;
 mod config;
 mod forwarding;
 mod graphql;
+mod graphql_props;
 mod identity;
+mod limits;
 mod routing;
 mod support;

@@ -129,7 +129,7 @@ impl Mmgate {
     pub async fn start(toml: &str) -> Self {
         let settings = Settings::from_toml(toml).unwrap_or_else(|e| panic!("test config invalid: {e}"));
         let keys = KeyStore::load(&settings.keys).unwrap_or_else(|e| panic!("keys: {e:?}"));
-        let gate = Gate::new(Runtime::new(settings, keys));
+        let gate = Gate::new(Runtime::new(settings, keys, None));
         let server = Server::bind(gate.clone()).await.unwrap();
         let addr = server.proxy_addr().unwrap();
         let admin = server.admin_addr().unwrap();
@@ -252,4 +252,11 @@ pub async fn raw(addr: SocketAddr, request: &[u8]) -> String {
 /// Status code of a raw HTTP response text.
 pub fn raw_status(response: &str) -> u16 {
     response.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0)
+}
+
+/// Inserts `lines` into the `[table]` section of `toml` (right after its header).
+pub fn with_lines(toml: &str, table: &str, lines: &str) -> String {
+    let header = format!("[{table}]\n");
+    assert!(toml.contains(&header), "no [{table}] in config");
+    toml.replacen(&header, &format!("{header}{lines}\n"), 1)
 }

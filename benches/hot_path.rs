@@ -1,0 +1,134 @@
+//! Criterion benchmarks of the per-request work mmgate adds: path
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! normalisation and route match, client lookup, GraphQL analysis.
+//! Run: `cargo bench --bench hot_path`.
+
+use std::hint::black_box;
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use http::{HeaderMap, HeaderValue};
+use mmgate::config::Settings;
+use mmgate::graphql::{analyse, request, Limits};
+use mmgate::route::normalise;
+
+/// A typical dashboard query, about 1 KB.
+fn query_1k() -> String {
+    let q = r#"query MachineUtilization($start: timestamptz!, $end: timestamptz!, $group: String) {
+  machines(where: {_and: [{decommissionedAt: {_is_null: true}}, {machineGroup: {name: {_eq: $group}}}]}, order_by: {name: asc}) {
+    machineRef
+    name
+    machineGroup { name }
+    activities(where: {startAt: {_gte: $start}, endAt: {_lte: $end}}, order_by: {startAt: asc}, limit: 500) {
+      activityRef
+      startAt
+      endAt
+      state
+      activitySet { activitySetRef name }
+    }
+    operatorRuns(where: {startAt: {_gte: $start}}, limit: 50) {
+      operatorRunRef
+      startAt
+      endAt
+      operator { name }
+    }
+    ...MachineStatus
+  }
+}
+fragment MachineStatus on Machine {
+  status { state since reason { name category } }
+  currentJob { jobRef name partCount expectedPartCount }
+}
+"#;
+    assert!((800..1300).contains(&q.len()), "{}", q.len());
+    q.to_owned()
+}
+
+/// A large generated query, about 20 KB: many aliased sections and fragments.
+fn query_20k() -> String {
+    let mut q = String::from("query Big($start: timestamptz!) {\n");
+    let mut i = 0;
+    while q.len() < 19_000 {
+        q.push_str(&format!(
+            "  m{i}: machines(where: {{machineRef: {{_eq: {i}}}}}) {{ machineRef name ...MachineFields activities(where: {{startAt: {{_gte: $start}}}}, limit: 10) {{ startAt endAt state }} }}\n"
+        ));
+        i += 1;
+    }
+    q.push_str("}\nfragment MachineFields on Machine { machineGroup { name } status { state since } }\n");
+    q
+}
+
+fn graphql(c: &mut Criterion) {
+    let limits = Limits { max_aliases: 1_000, max_root_fields: 1_000, ..Limits::default() };
+    let mut group = c.benchmark_group("graphql");
+    for (name, query) in [("analyse_1k", query_1k()), ("analyse_20k", query_20k())] {
+        group.throughput(Throughput::Bytes(query.len() as u64));
+        group.bench_function(name, |b| b.iter(|| analyse(black_box(&query), None, &limits).map(|ops| ops.len())));
+    }
+    let body = serde_json::json!({ "query": query_1k(), "variables": { "start": "2024-01-01T00:00:00Z", "end": "2024-01-02T00:00:00Z" } })
+        .to_string();
+    let mut headers = HeaderMap::new();
+    headers.insert("content-type", HeaderValue::from_static("application/json"));
+    group.throughput(Throughput::Bytes(body.len() as u64));
+    group.bench_function("json_body_1k_then_analyse", |b| {
+        b.iter(|| {
+            let items = request::from_post(&headers, None, black_box(body.as_bytes())).map_err(|e| e.to_string())?;
+            analyse(&items[0].query, None, &limits).map(|ops| ops.len()).map_err(|e| e.to_string())
+        })
+    });
+    group.finish();
+}
+
+const CONFIG: &str = r#"
+[keys.reporting]
+env = "MM_BENCH_KEY"
+scopes = ["reporting", "erp"]
+
+[[routes]]
+path = "/graphql"
+key = "reporting"
+scope = "reporting"
+kind = "graphql"
+
+[[routes]]
+path = "/reports/*"
+key = "reporting"
+scope = "reporting"
+
+[[routes]]
+path = "/erp/jobdispatch/*"
+key = "reporting"
+scope = "erp"
+"#;
+
+fn request_path(c: &mut Criterion) {
+    let mut config = CONFIG.to_owned();
+    for i in 0..10 {
+        let hash = mmgate::client::token_sha256_hex(&format!("token-{i}"));
+        config.push_str(&format!("[clients.c{i}]\ntoken_sha256 = \"{hash}\"\nscopes = [\"reporting\"]\n"));
+    }
+    let settings = Settings::from_toml(&config).expect("bench config");
+    let mut headers = HeaderMap::new();
+    headers.insert("authorization", HeaderValue::from_static("Bearer token-7"));
+
+    let mut group = c.benchmark_group("request_path");
+    group.bench_function("normalise_and_route", |b| {
+        b.iter(|| {
+            let path = normalise(black_box("/reports/production")).ok()?;
+            settings.routes.find(&path).map(|r| r.key)
+        })
+    });
+    group.bench_function("normalise_and_route_dotted", |b| {
+        b.iter(|| {
+            let path = normalise(black_box("/reports/./x/../production")).ok()?;
+            settings.routes.find(&path).map(|r| r.key)
+        })
+    });
+    group.bench_function("identify_among_10_clients", |b| {
+        b.iter(|| settings.clients.identify(black_box(&headers)).map(|c| c.scopes).ok())
+    });
+    group.finish();
+}
+
+criterion_group!(benches, graphql, request_path);
+criterion_main!(benches);
