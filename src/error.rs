@@ -36,6 +36,8 @@ pub enum ProxyError {
     UpstreamUnreachable,
     #[error("the API key for this route is not available")]
     KeyUnavailable,
+    #[error("the shared rate limiter is unavailable")]
+    LimiterUnavailable,
     #[error("the upstream API did not answer in time")]
     UpstreamTimeout,
 }
@@ -54,7 +56,7 @@ impl ProxyError {
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::UpstreamUnreachable => StatusCode::BAD_GATEWAY,
-            Self::KeyUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::KeyUnavailable | Self::LimiterUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
         }
     }
@@ -74,6 +76,7 @@ impl ProxyError {
             Self::HeadersTooLarge { .. } => "headers_too_large",
             Self::UpstreamUnreachable => "upstream_unreachable",
             Self::KeyUnavailable => "key_unavailable",
+            Self::LimiterUnavailable => "limiter_unavailable",
             Self::UpstreamTimeout => "upstream_timeout",
         }
     }

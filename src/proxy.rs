@@ -97,6 +97,7 @@ async fn checked_forward<'a>(
     };
 
     let admission = runtime.limiters.admit(client.id, route.key)?;
+    runtime.limiters.admit_shared(client.id, route.key).await?;
 
     let max_body = settings.server.max_body;
     if declared_length(request.headers()).is_some_and(|len| len > max_body) {

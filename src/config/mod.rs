@@ -22,7 +22,7 @@ pub use raw::RawConfig;
 
 use crate::client::ClientTable;
 use crate::keys::KeySpec;
-use crate::limit::Limit;
+use crate::limit::{Limit, SharedSettings};
 use crate::policy::ScopeNames;
 use crate::route::RouteTable;
 
@@ -172,6 +172,8 @@ pub struct Settings {
     pub routes: RouteTable,
     /// `[clients.*]`.
     pub clients: ClientTable,
+    /// `[limits]`: the limiter shared by replicas, if configured.
+    pub shared: Option<SharedSettings>,
     /// Things that work but that an operator should look at.
     pub warnings: Vec<String>,
 }

@@ -22,6 +22,32 @@ pub struct RawConfig {
     pub budgets: BTreeMap<String, RawBudget>,
     pub routes: Vec<RawRoute>,
     pub clients: BTreeMap<String, RawClient>,
+    pub limits: RawLimits,
+}
+
+/// `[limits]`: the optional limiter shared by replicas through Redis.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawLimits {
+    /// `redis://host:port`; absent = limits are per replica.
+    pub redis: Option<String>,
+    /// Default true: while Redis is unreachable, apply local limits only.
+    pub fail_open: bool,
+    /// Default 100 ms: longest wait for Redis on a request.
+    pub redis_timeout: HumanDuration,
+    /// Default "mmgate": prefix of the Redis keys.
+    pub redis_prefix: String,
+}
+
+impl Default for RawLimits {
+    fn default() -> Self {
+        Self {
+            redis: None,
+            fail_open: true,
+            redis_timeout: HumanDuration(Duration::from_millis(100)),
+            redis_prefix: "mmgate".into(),
+        }
+    }
 }
 
 /// `[server]`: where mmgate listens and what it accepts.

@@ -10,12 +10,12 @@ use std::time::Duration;
 use http::uri::Scheme;
 use http::{HeaderValue, Uri};
 
-use super::raw::{RawClient, RawConfig, RawKey, RawLimit, RawRoute, RawServer, RawUpstream};
+use super::raw::{RawClient, RawConfig, RawKey, RawLimit, RawLimits, RawRoute, RawServer, RawUpstream};
 use super::{BudgetSpec, ConfigOrigin, ListenAddr, Problem, ServerSettings, Settings, UpstreamSettings};
 use crate::client::{Client, ClientTable, Credential, TokenHash};
 use crate::graphql::Limits;
 use crate::keys::{KeySource, KeySpec};
-use crate::limit::{Limit, Per};
+use crate::limit::{Limit, Per, SharedSettings};
 use crate::policy::{Scope, ScopeNames, ScopeSet, MAX_SCOPES, PUBLISHED_SCOPES};
 use crate::route::{GraphqlRoute, PathPattern, Route, RouteKind, RouteTable};
 
@@ -132,6 +132,7 @@ pub(super) fn settings(raw: RawConfig, origin: ConfigOrigin) -> Result<Settings,
     }
     duplicate_routes(&mut c, &raw.routes);
     let clients = clients(&mut c, &raw.clients);
+    let shared = shared(&mut c, &raw.limits);
 
     if !c.problems.is_empty() {
         return Err(c.problems);
@@ -156,6 +157,7 @@ pub(super) fn settings(raw: RawConfig, origin: ConfigOrigin) -> Result<Settings,
         budgets,
         routes: RouteTable::new(routes),
         clients: ClientTable::new(clients),
+        shared,
         warnings: c.warnings,
     })
 }
@@ -502,4 +504,31 @@ fn least_privilege(c: &mut Checker, keys: &[KeySpec], routes: &[Route], clients:
             }
         }
     }
+}
+
+fn shared(c: &mut Checker, raw: &RawLimits) -> Option<SharedSettings> {
+    let url = raw.redis.as_ref()?;
+    let fix = "write e.g. \"redis://127.0.0.1:6379\" (a password goes in the URL: redis://:PASSWORD@host:6379)";
+    let Some(rest) = url.strip_prefix("redis://") else {
+        c.problem("limits.redis", format!("must start with redis://; {fix}"));
+        return None;
+    };
+    if redis::Client::open(url.as_str()).is_err() {
+        c.problem("limits.redis", format!("is not a Redis URL; {fix}"));
+        return None;
+    }
+    let timeout = c.positive("limits.redis_timeout", raw.redis_timeout.0);
+    let valid_prefix = !raw.redis_prefix.is_empty() && !raw.redis_prefix.contains(['{', '}', ' ']);
+    if !valid_prefix {
+        c.problem("limits.redis_prefix", "must be non-empty, without spaces or braces");
+    }
+    // Never show a password: keep only what follows the userinfo.
+    let host = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+    Some(SharedSettings {
+        url: secrecy::SecretString::from(url.clone()),
+        display: format!("redis://{host}"),
+        fail_open: raw.fail_open,
+        timeout,
+        prefix: raw.redis_prefix.clone(),
+    })
 }

@@ -13,4 +13,5 @@ mod graphql_props;
 mod identity;
 mod limits;
 mod routing;
+mod shared_limits;
 mod support;

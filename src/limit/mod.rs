@@ -8,6 +8,10 @@
 //! the moment it admits, and has no way to test several limiters and charge
 //! them only together, nor to give a charge back when the shared Redis
 //! limiter (`shared`) refuses after the local ones passed.
+//!
+//! With `[limits] redis` set, every limit is also enforced across replicas
+//! (`admit_shared`), after the local check: local limits are never looser,
+//! so they refuse cheaply first.
 
 use std::fmt;
 use std::num::NonZeroU32;
@@ -21,6 +25,11 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::config::Settings;
 use crate::error::ProxyError;
+
+mod shared;
+
+pub use shared::SharedSettings;
+use shared::{Cell, SharedLimiter, Verdict};
 
 /// The period a limit's count refers to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -126,6 +135,32 @@ impl Gcra {
     }
 }
 
+/// A named limit: its local cell and its key in the shared limiter.
+#[derive(Debug)]
+struct Named {
+    kind: &'static str,
+    name: String,
+    gcra: Arc<Gcra>,
+    shared_key: String,
+}
+
+impl Named {
+    fn new(kind: &'static str, name: &str, limit: Limit, old: Option<&Named>, prefix: &str) -> Self {
+        let gcra = match old {
+            Some(o) if o.gcra.limit == limit => Arc::clone(&o.gcra),
+            _ => Arc::new(Gcra::new(limit)),
+        };
+        // The spec is part of the key, so a changed limit starts fresh everywhere.
+        let spec = format!("{}{}{}", limit.count, if limit.per == Per::Second { "s" } else { "m" }, limit.burst);
+        let shared_key = format!("{prefix}:{{limits}}:{kind}:{name}:{spec}");
+        Self { kind, name: name.to_owned(), gcra, shared_key }
+    }
+
+    fn describe(&self) -> String {
+        format!("{} `{}` ({})", self.kind, self.name, self.gcra.limit)
+    }
+}
+
 /// A key's or budget's upstream-429 cool-down: requests wait until it ends.
 #[derive(Debug, Default)]
 pub struct Cooldown {
@@ -155,7 +190,7 @@ impl From<Refusal> for ProxyError {
 #[derive(Debug)]
 struct KeyLimits {
     name: String,
-    rate: Option<Arc<Gcra>>,
+    rate: Option<Named>,
     budget: Option<usize>,
     in_flight: Option<(u32, Arc<Semaphore>)>,
     cooldown: Arc<Cooldown>,
@@ -163,8 +198,7 @@ struct KeyLimits {
 
 #[derive(Debug)]
 struct BudgetLimits {
-    name: String,
-    rate: Arc<Gcra>,
+    rate: Named,
     cooldown: Arc<Cooldown>,
 }
 
@@ -173,9 +207,11 @@ struct BudgetLimits {
 pub struct Limiters {
     clock: LimitClock,
     max_cooldown: Duration,
-    clients: Vec<(String, Option<Arc<Gcra>>)>,
+    clients: Vec<(String, Option<Named>)>,
     keys: Vec<KeyLimits>,
     budgets: Vec<BudgetLimits>,
+    shared: Option<Arc<SharedLimiter>>,
+    last_unavailable_log: AtomicU64,
 }
 
 /// What an admitted request holds until its response is done.
@@ -188,30 +224,23 @@ impl Limiters {
     /// Builds the limiters of `settings`, keeping the state of every limit
     /// that `previous` had under the same name and specification.
     pub fn new(settings: &Settings, previous: Option<&Limiters>, clock: LimitClock) -> Self {
-        let reuse = |old: Option<&Arc<Gcra>>, limit: Option<Limit>| -> Option<Arc<Gcra>> {
-            let limit = limit?;
-            match old {
-                Some(cell) if cell.limit == limit => Some(Arc::clone(cell)),
-                _ => Some(Arc::new(Gcra::new(limit))),
-            }
-        };
+        let prefix = settings.shared.as_ref().map_or("mmgate", |s| s.prefix.as_str());
         let clients = settings
             .clients
             .iter()
             .map(|c| {
                 let old =
                     previous.and_then(|p| p.clients.iter().find(|(n, _)| *n == c.name)).and_then(|(_, g)| g.as_ref());
-                (c.name.clone(), reuse(old, c.limit))
+                (c.name.clone(), c.limit.map(|l| Named::new("client", &c.name, l, old, prefix)))
             })
             .collect();
         let budgets = settings
             .budgets
             .iter()
             .map(|b| {
-                let old = previous.and_then(|p| p.budgets.iter().find(|x| x.name == b.name));
+                let old = previous.and_then(|p| p.budgets.iter().find(|x| x.rate.name == b.name));
                 BudgetLimits {
-                    name: b.name.clone(),
-                    rate: reuse(old.map(|o| &o.rate), Some(b.limit)).unwrap_or_else(|| Arc::new(Gcra::new(b.limit))),
+                    rate: Named::new("budget", &b.name, b.limit, old.map(|o| &o.rate), prefix),
                     cooldown: old.map_or_else(Default::default, |o| Arc::clone(&o.cooldown)),
                 }
             })
@@ -227,15 +256,34 @@ impl Limiters {
                 });
                 KeyLimits {
                     name: k.name.clone(),
-                    rate: reuse(old.and_then(|o| o.rate.as_ref()), k.limit),
+                    rate: k.limit.map(|l| Named::new("key", &k.name, l, old.and_then(|o| o.rate.as_ref()), prefix)),
                     budget: k.budget,
                     in_flight,
                     cooldown: old.map_or_else(Default::default, |o| Arc::clone(&o.cooldown)),
                 }
             })
             .collect();
+        let shared = settings.shared.as_ref().map(|wanted| match previous.and_then(|p| p.shared.as_ref()) {
+            Some(running) if running.settings() == wanted => Arc::clone(running),
+            _ => Arc::new(SharedLimiter::start(wanted.clone())),
+        });
         let clock = previous.map_or(clock, |p| p.clock.clone());
-        Self { clock, max_cooldown: settings.upstream.max_cooldown, clients, keys, budgets }
+        Self {
+            clock,
+            max_cooldown: settings.upstream.max_cooldown,
+            clients,
+            keys,
+            budgets,
+            shared,
+            last_unavailable_log: AtomicU64::new(0),
+        }
+    }
+
+    /// The rate limits that apply to `client` on `key`, in locking order.
+    fn rates<'a>(&'a self, client: usize, key: &'a KeyLimits) -> impl Iterator<Item = &'a Named> + 'a {
+        let client = self.clients.get(client).and_then(|(_, n)| n.as_ref());
+        let budget = key.budget.and_then(|b| self.budgets.get(b)).map(|b| &b.rate);
+        [client, key.rate.as_ref(), budget].into_iter().flatten()
     }
 
     /// Admits a request of client `client` on key `key`, or says which limit refused it.
@@ -245,11 +293,10 @@ impl Limiters {
             return Ok(Admission { _in_flight: None });
         };
         let budget = k.budget.and_then(|b| self.budgets.get(b));
-        for (cooldown, what) in [(Some(&k.cooldown), &k.name), (budget.map(|b| &b.cooldown), &String::new())] {
-            let Some(cooldown) = cooldown else { continue };
+        let cooldowns = [Some((&k.cooldown, k.name.as_str())), budget.map(|b| (&b.cooldown, b.rate.name.as_str()))];
+        for (cooldown, name) in cooldowns.into_iter().flatten() {
             let until = cooldown.until.load(Ordering::Acquire);
             if until > now {
-                let name = if what.is_empty() { budget.map_or("", |b| b.name.as_str()) } else { what };
                 return Err(Refusal {
                     kind: "cooldown",
                     limit: format!("upstream cool-down of `{name}`"),
@@ -266,27 +313,17 @@ impl Limiters {
             })?),
         };
 
-        let cells: [(Option<&Arc<Gcra>>, &'static str, &str); 3] = [
-            (
-                self.clients.get(client).and_then(|(_, g)| g.as_ref()),
-                "client",
-                self.clients.get(client).map_or("", |(n, _)| n),
-            ),
-            (k.rate.as_ref(), "key", &k.name),
-            (budget.map(|b| &b.rate), "budget", budget.map_or("", |b| b.name.as_str())),
-        ];
         // Locked in a fixed order (client, key, budget), and only for the
         // arithmetic, so no two requests can deadlock and none waits long.
         let mut guards = Vec::with_capacity(3);
-        for (cell, kind, name) in cells {
-            let Some(cell) = cell else { continue };
-            let guard = cell.lock();
-            match cell.test(*guard, now) {
+        for named in self.rates(client, k) {
+            let guard = named.gcra.lock();
+            match named.gcra.test(*guard, now) {
                 Ok(next) => guards.push((guard, next)),
                 Err(wait) => {
                     return Err(Refusal {
-                        kind,
-                        limit: format!("{kind} `{name}` ({})", cell.limit),
+                        kind: named.kind,
+                        limit: named.describe(),
                         retry_after: Duration::from_nanos(wait),
                     });
                 }
@@ -296,6 +333,63 @@ impl Limiters {
             *guard = next;
         }
         Ok(Admission { _in_flight: permit })
+    }
+
+    /// Gives back what `admit` charged locally (after the shared limiter refused).
+    fn refund(&self, client: usize, key: &KeyLimits) {
+        for named in self.rates(client, key) {
+            let mut tat = named.gcra.lock();
+            *tat = tat.saturating_sub(named.gcra.interval);
+        }
+    }
+
+    /// Checks the limits shared across replicas, after `admit` passed locally.
+    pub async fn admit_shared(&self, client: usize, key: usize) -> Result<(), ProxyError> {
+        let (Some(shared), Some(k)) = (&self.shared, self.keys.get(key)) else {
+            return Ok(());
+        };
+        let named: Vec<&Named> = self.rates(client, k).collect();
+        if named.is_empty() {
+            return Ok(());
+        }
+        let cells: Vec<Cell<'_>> = named
+            .iter()
+            .map(|n| Cell {
+                key: &n.shared_key,
+                interval_us: n.gcra.interval / 1000,
+                tolerance_us: n.gcra.tolerance / 1000,
+            })
+            .collect();
+        match shared.admit(&cells).await {
+            Verdict::Admitted => Ok(()),
+            Verdict::Refused { index, wait } => {
+                self.refund(client, k);
+                let limit = named.get(index).map_or_else(String::new, |n| n.describe());
+                Err(Refusal { kind: "shared", limit: format!("{limit} across replicas"), retry_after: wait }.into())
+            }
+            Verdict::Unavailable => {
+                self.log_unavailable(shared.settings());
+                if shared.settings().fail_open {
+                    Ok(())
+                } else {
+                    self.refund(client, k);
+                    Err(ProxyError::LimiterUnavailable)
+                }
+            }
+        }
+    }
+
+    /// Logs an unreachable Redis at most once every 10 s.
+    fn log_unavailable(&self, settings: &SharedSettings) {
+        let now = self.clock.now_ns();
+        let last = self.last_unavailable_log.load(Ordering::Relaxed);
+        let every = nanos(Duration::from_secs(10));
+        if (last == 0 || now.saturating_sub(last) >= every)
+            && self.last_unavailable_log.compare_exchange(last, now.max(1), Ordering::AcqRel, Ordering::Relaxed).is_ok()
+        {
+            let then = if settings.fail_open { "local limits only (fail_open)" } else { "refusing requests (503)" };
+            tracing::error!(redis = %settings.display, "shared rate limiter unreachable: {then}");
+        }
     }
 
     /// Starts (or extends) the cool-down of `key` and its budget after an upstream 429.
