@@ -156,7 +156,7 @@ async fn async_serve(origin: ConfigOrigin) -> ExitCode {
     let reload_gate = gate.clone();
     let reloader = tokio::spawn(async move {
         while hangup.recv().await.is_some() {
-            reload(&reload_gate, &origin);
+            let _ = reload_gate.reload(&origin);
         }
     });
     let shutdown = async move {
@@ -168,35 +168,4 @@ async fn async_serve(origin: ConfigOrigin) -> ExitCode {
     server.run(shutdown).await;
     reloader.abort();
     ExitCode::SUCCESS
-}
-
-/// Re-reads the config and every key; swaps only if all of it is valid.
-fn reload(gate: &Gate, origin: &ConfigOrigin) {
-    let settings = match Settings::load(origin.clone()) {
-        Ok(settings) => settings,
-        Err(e) => {
-            tracing::error!("reload refused, keeping the running config: {e}");
-            return;
-        }
-    };
-    let keys = match KeyStore::load(&settings.keys) {
-        Ok(keys) => keys,
-        Err(errors) => {
-            for e in errors {
-                tracing::error!("reload refused, keeping the running config: {e}");
-            }
-            return;
-        }
-    };
-    let old = gate.runtime();
-    if old.settings.server.listen != settings.server.listen
-        || old.settings.server.admin_listen != settings.server.admin_listen
-    {
-        tracing::warn!("a changed listen or admin_listen address takes effect only after a restart");
-    }
-    for warning in &settings.warnings {
-        tracing::warn!("{warning}");
-    }
-    gate.swap(Runtime::new(settings, keys, Some(&old)));
-    tracing::info!(config = %origin, "configuration reloaded");
 }

@@ -21,6 +21,7 @@ use http_body_util::BodyExt;
 
 use crate::error::ProxyError;
 use crate::forward::{self, Outbound, X_REQUEST_ID};
+use crate::keys::{self, KeySlot};
 use crate::route::{KeyId, RouteKind};
 use crate::state::{Gate, Runtime};
 use crate::{graphql, limit, policy, route};
@@ -67,7 +68,7 @@ pub async fn handle(State(gate): State<Arc<Gate>>, request: Request) -> Response
 }
 
 async fn checked_forward<'a>(
-    runtime: &'a Runtime,
+    runtime: &'a Arc<Runtime>,
     request: Request,
     request_id: &HeaderValue,
     seen: &mut Seen<'a>,
@@ -114,8 +115,16 @@ async fn checked_forward<'a>(
     let outbound = forward::upstream_request(request, out, upstream);
     let response =
         forward::send(&runtime.upstream, outbound, upstream.timeout, upstream.body_idle_timeout, max_body).await?;
-    if response.status() == StatusCode::TOO_MANY_REQUESTS {
-        upstream_throttled(runtime, route.key, response.headers());
+    match response.status() {
+        StatusCode::UNAUTHORIZED => key_refused(runtime, route.key),
+        status => {
+            if status == StatusCode::TOO_MANY_REQUESTS {
+                upstream_throttled(runtime, route.key, response.headers());
+            }
+            if runtime.keys.slot(route.key).is_some_and(KeySlot::record_accepted) {
+                tracing::info!(key = key_name(runtime, route.key), "key accepted by the upstream again");
+            }
+        }
     }
     // The in-flight permit is released when the response body is done.
     Ok(response.map(|body| {
@@ -124,6 +133,31 @@ async fn checked_forward<'a>(
             frame
         }))
     }))
+}
+
+fn key_name(runtime: &Runtime, key: KeyId) -> &str {
+    runtime.settings.keys.get(key).map_or("?", |k| k.name.as_str())
+}
+
+/// An upstream 401 means the key may have been rotated or revoked: re-read
+/// its source at once (a rotated file is picked up before the next poll),
+/// and after several in a row report it `rejected` on `/readyz`.
+fn key_refused(runtime: &Arc<Runtime>, key: KeyId) {
+    let Some(slot) = runtime.keys.slot(key) else { return };
+    let in_a_row = slot.record_unauthorized();
+    if in_a_row == keys::REJECTED_AFTER {
+        tracing::error!(
+            key = slot.name(),
+            in_a_row,
+            "the upstream refused this key repeatedly: deleted or revoked? /readyz reports it rejected"
+        );
+    }
+    let runtime = Arc::clone(runtime);
+    tokio::task::spawn_blocking(move || {
+        if let Some(slot) = runtime.keys.slot(key) {
+            slot.refresh_and_log("upstream answered 401");
+        }
+    });
 }
 
 /// An upstream 429 passes through to the caller, and pauses the key (and its

@@ -9,7 +9,7 @@
 use std::borrow::Cow;
 
 use crate::error::ProxyError;
-use crate::graphql::Limits;
+use crate::graphql::{AnalysisCache, Limits};
 use crate::policy::Scope;
 
 /// Index of a key in `Settings::keys`.
@@ -71,6 +71,8 @@ pub struct GraphqlRoute {
     pub mutation_scope: Option<Scope>,
     /// Limits on each document's shape.
     pub limits: Limits,
+    /// Analyses of documents already seen on this route.
+    pub cache: std::sync::Arc<AnalysisCache>,
 }
 
 /// One configured route.

@@ -22,7 +22,7 @@ use tokio::net::{TcpListener, UnixListener};
 
 use crate::config::ListenAddr;
 use crate::state::Gate;
-use crate::{admin, app};
+use crate::{admin, app, keys};
 
 /// A bound listening socket.
 #[derive(Debug)]
@@ -108,6 +108,7 @@ impl Server {
         let runtime = gate.runtime();
         let max_header_bytes = runtime.settings.server.max_header_bytes;
         let grace = runtime.settings.server.shutdown_grace;
+        let key_watcher = keys::watch(Arc::clone(&gate), runtime.settings.server.key_poll_interval);
         drop(runtime);
 
         let (stop_admin, admin_stopped) = tokio::sync::watch::channel(false);
@@ -135,6 +136,7 @@ impl Server {
         } else {
             tracing::info!("all requests finished");
         }
+        key_watcher.abort();
         let _ = stop_admin.send(true);
         if let Ok(admin_connections) = admin_task.await {
             let _ = tokio::time::timeout(Duration::from_secs(1), admin_connections.shutdown()).await;

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
-use crate::config::Settings;
+use crate::config::{ConfigOrigin, Settings};
 use crate::forward::{self, UpstreamClient};
 use crate::keys::KeyStore;
 use crate::limit::{LimitClock, Limiters};
@@ -62,6 +62,46 @@ impl Gate {
     /// Replaces the snapshot; requests already holding the old one keep it.
     pub fn swap(&self, runtime: Runtime) {
         self.runtime.store(Arc::new(runtime));
+    }
+
+    /// Re-reads the config at `origin` and every key; swaps only if all of it is valid.
+    ///
+    /// On failure the running config stays and the reason is returned (and logged).
+    pub fn reload(&self, origin: &ConfigOrigin) -> Result<(), String> {
+        let outcome = self.try_reload(origin);
+        match &outcome {
+            Ok(()) => tracing::info!(config = %origin, "configuration reloaded"),
+            Err(e) => tracing::error!(config = %origin, "reload refused, keeping the running config: {e}"),
+        }
+        outcome
+    }
+
+    fn try_reload(&self, origin: &ConfigOrigin) -> Result<(), String> {
+        let settings = Settings::load(origin.clone()).map_err(|e| e.to_string())?;
+        let keys = KeyStore::load(&settings.keys)
+            .map_err(|errors| errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))?;
+        let old = self.runtime();
+        let (was, now) = (&old.settings.server, &settings.server);
+        if was.listen != now.listen || was.admin_listen != now.admin_listen {
+            tracing::warn!("a changed listen or admin_listen address takes effect only after a restart");
+        }
+        for warning in &settings.warnings {
+            tracing::warn!("{warning}");
+        }
+        for (slot, was) in keys.iter().zip(keys.iter().map(|s| old.keys.iter().find(|o| o.name() == s.name()))) {
+            let new = slot.current().map(|k| k.fingerprint());
+            let old = was.and_then(|o| o.current()).map(|k| k.fingerprint());
+            if new != old {
+                tracing::info!(
+                    key = slot.name(),
+                    old_fingerprint = %old.map_or_else(|| "none".to_owned(), |f| f.to_string()),
+                    new_fingerprint = %new.map_or_else(|| "none".to_owned(), |f| f.to_string()),
+                    "key changed by reload"
+                );
+            }
+        }
+        self.swap(Runtime::new(settings, keys, Some(&old)));
+        Ok(())
     }
 
     /// Whether the proxy listener is accepting (false before start and during shutdown).

@@ -119,6 +119,8 @@ pub struct ServerSettings {
     pub max_header_bytes: usize,
     /// How long in-flight requests get at shutdown.
     pub shutdown_grace: Duration,
+    /// How often key files are re-read when no change event arrives.
+    pub key_poll_interval: Duration,
 }
 
 /// `[upstream]`, validated: the only place a request is ever sent.

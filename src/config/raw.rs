@@ -64,6 +64,8 @@ pub struct RawServer {
     pub max_header_bytes: ByteSize,
     /// Default 25 s.
     pub shutdown_grace: HumanDuration,
+    /// Default 5 s: fallback re-read of key files when no change event arrives.
+    pub key_poll_interval: HumanDuration,
 }
 
 impl Default for RawServer {
@@ -74,6 +76,7 @@ impl Default for RawServer {
             max_body: ByteSize(1024 * 1024),
             max_header_bytes: ByteSize(32 * 1024),
             shutdown_grace: HumanDuration(Duration::from_secs(25)),
+            key_poll_interval: HumanDuration(Duration::from_secs(5)),
         }
     }
 }

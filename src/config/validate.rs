@@ -182,6 +182,7 @@ fn server(c: &mut Checker, raw: &RawServer) -> Option<ServerSettings> {
         max_body: raw.max_body.0,
         max_header_bytes,
         shutdown_grace: raw.shutdown_grace.0,
+        key_poll_interval: c.positive("server.key_poll_interval", raw.key_poll_interval.0),
     })
 }
 
@@ -366,7 +367,7 @@ fn route_spec(c: &mut Checker, i: usize, raw: &RawRoute, keys: &[KeySpec]) -> Op
                 max_tokens: at_least_one("max_tokens", raw.max_tokens, defaults.max_tokens),
                 introspection: raw.introspection.unwrap_or(defaults.introspection),
             };
-            RouteKind::Graphql(GraphqlRoute { mutation_scope, limits })
+            RouteKind::Graphql(GraphqlRoute { mutation_scope, limits, cache: Default::default() })
         }
         Some(other) => {
             c.problem(format!("{at}.kind"), format!("`{other}` is not a route kind; use \"rest\" or \"graphql\""));

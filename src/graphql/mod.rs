@@ -2,9 +2,11 @@
 //! identified and holds the route's scope, the body is read (bounded by
 //! `max_body`), every operation of every batch item is analysed, and
 //! `policy::graphql` decides. The caller's original bytes are what is
-//! forwarded: nothing is re-serialised.
+//! forwarded: nothing is re-serialised. Analyses are cached per route by
+//! document text, as tools send the same few documents again and again.
 
 pub mod analyse;
+mod cache;
 pub mod request;
 
 use axum::body::Body;
@@ -13,7 +15,8 @@ use bytes::Bytes;
 use http::Method;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 
-pub use analyse::{analyse, Limits, Operation, OperationKind};
+pub use analyse::{analyse, AnalysisError, Limits, Operation, OperationKind};
+pub use cache::AnalysisCache;
 pub use request::GraphqlRequest;
 
 use crate::client::Client;
@@ -54,14 +57,14 @@ pub async fn check(
 
     let mut analysed = Vec::with_capacity(items.len());
     for item in &items {
-        let operations = match analyse(&item.query, item.operation_name.as_deref(), &route.limits) {
+        let operations = match route.cache.analyse(&item.query, item.operation_name.as_deref(), &route.limits) {
             Ok(operations) => operations,
             Err(e) if e.is_introspection() => return Err(ProxyError::ScopeDenied(e.0)),
             Err(e) => return Err(ProxyError::BadGraphql(e.0)),
         };
         analysed.push(operations);
     }
-    policy::graphql(analysed.iter().flatten(), is_get, client, route, scopes)?;
+    policy::graphql(analysed.iter().flat_map(|ops| ops.iter()), is_get, client, route, scopes)?;
 
     let summary = items
         .first()

@@ -6,9 +6,16 @@
 //! request path never formats the secret again. Nothing here implements
 //! `Display` or `Serialize` for a key; the fingerprint (first 8 hex of its
 //! SHA-256) is what logs, `/readyz` and `check` show instead.
+//!
+//! File keys are re-read when their directory changes (`watch`), every few
+//! seconds as a fallback, and at once when the upstream answers 401; a read
+//! that fails keeps the previous key.
+
+mod watch;
 
 use std::fmt;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwapOption;
@@ -20,6 +27,8 @@ use zeroize::Zeroizing;
 
 use crate::limit::Limit;
 use crate::policy::ScopeSet;
+
+pub use watch::watch;
 
 /// Where a key is read from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,7 +66,7 @@ pub struct KeySpec {
 }
 
 /// Why a key could not be loaded; never contains the key.
-#[derive(Debug, Clone, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum KeyError {
     #[error("key `{key}`: environment variable {var} is not set")]
     EnvMissing { key: String, var: String },
@@ -183,11 +192,27 @@ impl KeyState {
     }
 }
 
+/// Upstream 401s in a row after which a key is reported `rejected`.
+pub const REJECTED_AFTER: u32 = 3;
+
 /// The current value of one key; swapped whole when the key changes.
 #[derive(Debug)]
 pub struct KeySlot {
     name: String,
+    source: KeySource,
     current: ArcSwapOption<LoadedKey>,
+    unauthorized_in_a_row: AtomicU32,
+}
+
+/// What re-reading a key's source found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refresh {
+    /// Same key as before.
+    Unchanged,
+    /// A new key, now in use.
+    Rotated { old: Option<Fingerprint>, new: Fingerprint },
+    /// The source could not be read (or was empty): the previous key stays.
+    Failed(KeyError),
 }
 
 impl KeySlot {
@@ -201,13 +226,70 @@ impl KeySlot {
         &self.name
     }
 
-    /// Loaded or missing (rejection tracking comes with key reload).
+    /// Where the key is read from.
+    pub fn source(&self) -> &KeySource {
+        &self.source
+    }
+
+    /// Loaded, missing, or rejected by the upstream.
     pub fn state(&self) -> KeyState {
-        if self.current.load().is_some() {
-            KeyState::Loaded
-        } else {
+        if self.current.load().is_none() {
             KeyState::Missing
+        } else if self.unauthorized_in_a_row.load(Ordering::Acquire) >= REJECTED_AFTER {
+            KeyState::Rejected
+        } else {
+            KeyState::Loaded
         }
+    }
+
+    /// Re-reads the source; swaps the key in when it changed, keeps it when the read fails.
+    ///
+    /// Requests already holding the old key finish with it.
+    pub fn refresh(&self) -> Refresh {
+        let loaded = match LoadedKey::load(&self.name, &self.source) {
+            Ok(loaded) => loaded,
+            Err(e) => return Refresh::Failed(e),
+        };
+        let old = self.current.load().as_ref().map(|k| k.fingerprint());
+        if old == Some(loaded.fingerprint())
+            && self.current.load().as_ref().is_some_and(|k| k.expose() == loaded.expose())
+        {
+            return Refresh::Unchanged;
+        }
+        let new = loaded.fingerprint();
+        self.current.store(Some(Arc::new(loaded)));
+        // A new key has not been refused yet.
+        self.unauthorized_in_a_row.store(0, Ordering::Release);
+        Refresh::Rotated { old, new }
+    }
+
+    /// Records an upstream 401 for this key; returns how many came in a row.
+    pub fn record_unauthorized(&self) -> u32 {
+        self.unauthorized_in_a_row.fetch_add(1, Ordering::AcqRel) + 1
+    }
+
+    /// Records an answer other than 401; returns whether the key was rejected until now.
+    pub fn record_accepted(&self) -> bool {
+        // Cheap when nothing was recorded: one load, no write.
+        self.unauthorized_in_a_row.load(Ordering::Relaxed) != 0
+            && self.unauthorized_in_a_row.swap(0, Ordering::AcqRel) >= REJECTED_AFTER
+    }
+
+    /// Re-reads the key and logs what changed, as every reload path should.
+    pub fn refresh_and_log(&self, why: &str) -> Refresh {
+        let outcome = self.refresh();
+        match &outcome {
+            Refresh::Unchanged => tracing::debug!(key = %self.name, why, "key unchanged"),
+            Refresh::Rotated { old, new } => tracing::info!(
+                key = %self.name,
+                old_fingerprint = %old.map_or_else(|| "none".to_owned(), |f| f.to_string()),
+                new_fingerprint = %new,
+                why,
+                "key changed: new requests use the new key"
+            ),
+            Refresh::Failed(e) => tracing::error!(key = %self.name, why, "{e}; keeping the previous key"),
+        }
+        outcome
     }
 }
 
@@ -230,7 +312,12 @@ impl KeyStore {
                     None
                 }
             };
-            slots.push(KeySlot { name: spec.name.clone(), current: ArcSwapOption::new(current) });
+            slots.push(KeySlot {
+                name: spec.name.clone(),
+                source: spec.source.clone(),
+                current: ArcSwapOption::new(current),
+                unauthorized_in_a_row: AtomicU32::new(0),
+            });
         }
         if errors.is_empty() {
             Ok(Self { slots })
@@ -247,6 +334,13 @@ impl KeyStore {
     /// Every slot, in config order.
     pub fn iter(&self) -> impl Iterator<Item = &KeySlot> {
         self.slots.iter()
+    }
+
+    /// Re-reads every file key (env keys only change with a restart).
+    pub fn refresh_files(&self, why: &str) {
+        for slot in self.slots.iter().filter(|s| matches!(s.source, KeySource::File(_))) {
+            slot.refresh_and_log(why);
+        }
     }
 }
 

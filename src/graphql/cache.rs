@@ -1,0 +1,102 @@
+//! A bounded cache of document analyses, keyed by the exact document text
+//! and operation name.
+//!
+//! Parsing dominates the cost of a GraphQL check (tens of microseconds for a
+//! kilobyte), while dashboards and scripts send the same documents over and
+//! over. A hit compares the whole text, so a hash collision can never hand
+//! one document another's verdict. Entries are weighed by size, so large
+//! documents cannot pin much memory.
+
+use std::fmt;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+use quick_cache::sync::Cache;
+use quick_cache::{Equivalent, Weighter};
+
+use super::analyse::{analyse, AnalysisError, Limits, Operation};
+
+/// Bytes of document text one route's cache may hold.
+const CAPACITY_BYTES: u64 = 8 * 1024 * 1024;
+
+type Analysed = Result<Arc<[Operation]>, AnalysisError>;
+
+#[derive(PartialEq, Eq)]
+struct Key {
+    query: Box<str>,
+    operation_name: Option<Box<str>>,
+}
+
+impl Hash for Key {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        Lookup { query: &self.query, operation_name: self.operation_name.as_deref() }.hash(state);
+    }
+}
+
+#[derive(Hash)]
+struct Lookup<'a> {
+    query: &'a str,
+    operation_name: Option<&'a str>,
+}
+
+impl Equivalent<Key> for Lookup<'_> {
+    fn equivalent(&self, key: &Key) -> bool {
+        *self.query == *key.query && self.operation_name == key.operation_name.as_deref()
+    }
+}
+
+#[derive(Clone)]
+struct BySize;
+
+impl Weighter<Key, Analysed> for BySize {
+    fn weight(&self, key: &Key, _: &Analysed) -> u64 {
+        (key.query.len() + key.operation_name.as_ref().map_or(0, |n| n.len()) + 128) as u64
+    }
+}
+
+/// One GraphQL route's cache of analyses (its limits are fixed for its life).
+pub struct AnalysisCache(Cache<Key, Analysed, BySize>);
+
+impl fmt::Debug for AnalysisCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AnalysisCache").field("entries", &self.0.len()).finish()
+    }
+}
+
+impl Default for AnalysisCache {
+    fn default() -> Self {
+        Self(Cache::with_weighter(4096, CAPACITY_BYTES, BySize))
+    }
+}
+
+impl AnalysisCache {
+    /// `analyse`, answered from the cache when this exact document was seen.
+    pub fn analyse(&self, query: &str, operation_name: Option<&str>, limits: &Limits) -> Analysed {
+        let lookup = Lookup { query, operation_name };
+        if let Some(hit) = self.0.get(&lookup) {
+            return hit;
+        }
+        let analysed: Analysed = analyse(query, operation_name, limits).map(Arc::from);
+        let key = Key { query: query.into(), operation_name: operation_name.map(Into::into) };
+        self.0.insert(key, analysed.clone());
+        analysed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hits_require_the_same_text_and_name() {
+        let cache = AnalysisCache::default();
+        let limits = Limits::default();
+        let first = cache.analyse("query A { a } query B { b }", Some("A"), &limits).unwrap();
+        let again = cache.analyse("query A { a } query B { b }", Some("A"), &limits).unwrap();
+        assert!(Arc::ptr_eq(&first, &again));
+        assert!(cache.analyse("query A { a } query B { b }", None, &limits).is_err());
+        assert!(cache.analyse("query A { a } query B { b }", Some("C"), &limits).is_err());
+        let other = cache.analyse("mutation A { a }", Some("A"), &limits).unwrap();
+        assert!(!Arc::ptr_eq(&first, &other));
+    }
+}

@@ -1,0 +1,86 @@
+//! Re-reads file keys when their directory changes, and every `poll` as a
+//! fallback for filesystems whose events do not arrive (network mounts).
+//!
+//! Directories are watched, not files: Kubernetes swaps a secret by renaming
+//! a `..data` symlink in the mount directory, and editors and Vault agents
+//! replace files by renaming over them; neither shows up as a write to the
+//! file's old inode. Any event in a watched directory re-reads every file key,
+//! which costs a few small reads.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use notify::{RecommendedWatcher, RecursiveMode, Watcher};
+use tokio::sync::mpsc;
+
+use super::KeySource;
+use crate::state::Gate;
+
+/// Directories holding the current config's file keys.
+fn directories(gate: &Gate) -> BTreeSet<PathBuf> {
+    gate.runtime()
+        .keys
+        .iter()
+        .filter_map(|slot| match slot.source() {
+            KeySource::File(path) => Some(match path.parent() {
+                Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+                _ => PathBuf::from("."),
+            }),
+            KeySource::Env(_) => None,
+        })
+        .collect()
+}
+
+fn start_watcher(dirs: &BTreeSet<PathBuf>, events: mpsc::UnboundedSender<()>) -> Option<RecommendedWatcher> {
+    let mut watcher = match notify::recommended_watcher(move |_event| {
+        let _ = events.send(());
+    }) {
+        Ok(watcher) => watcher,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch key files; re-reading them periodically instead");
+            return None;
+        }
+    };
+    for dir in dirs {
+        if let Err(e) = watcher.watch(Path::new(dir), RecursiveMode::NonRecursive) {
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot watch this key directory; re-reading it periodically");
+        }
+    }
+    Some(watcher)
+}
+
+/// Watches the file keys of `gate`'s current config (following reloads) until the task is aborted.
+pub fn watch(gate: Arc<Gate>, poll: Duration) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let mut dirs = directories(&gate);
+        let mut watcher = start_watcher(&dirs, tx.clone());
+        let mut tick = tokio::time::interval(poll);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            let why = tokio::select! {
+                Some(()) = rx.recv() => {
+                    // Writers touch a file several times (truncate, write,
+                    // rename): let them finish, then read once.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    while rx.try_recv().is_ok() {}
+                    "key file changed"
+                }
+                _ = tick.tick() => "periodic re-read",
+            };
+            let runtime = gate.runtime();
+            // File reads block; a stuck network mount must not stall a worker thread.
+            let _ = tokio::task::spawn_blocking(move || runtime.keys.refresh_files(why)).await;
+            // After a reload the set of key files may differ.
+            let now = directories(&gate);
+            if now != dirs {
+                dirs = now;
+                drop(watcher.take());
+                watcher = start_watcher(&dirs, tx.clone());
+            }
+        }
+    })
+}
