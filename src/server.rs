@@ -108,7 +108,8 @@ impl Server {
         let runtime = gate.runtime();
         let max_header_bytes = runtime.settings.server.max_header_bytes;
         let grace = runtime.settings.server.shutdown_grace;
-        let key_watcher = keys::watch(Arc::clone(&gate), runtime.settings.server.key_poll_interval);
+        let server = &runtime.settings.server;
+        let key_watcher = keys::watch(Arc::clone(&gate), server.key_poll_interval, server.watch_key_files);
         drop(runtime);
 
         let (stop_admin, admin_stopped) = tokio::sync::watch::channel(false);

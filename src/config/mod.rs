@@ -121,6 +121,8 @@ pub struct ServerSettings {
     pub shutdown_grace: Duration,
     /// How often key files are re-read when no change event arrives.
     pub key_poll_interval: Duration,
+    /// Whether key files are watched for changes (else only polled).
+    pub watch_key_files: bool,
 }
 
 /// `[upstream]`, validated: the only place a request is ever sent.

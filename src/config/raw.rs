@@ -66,6 +66,8 @@ pub struct RawServer {
     pub shutdown_grace: HumanDuration,
     /// Default 5 s: fallback re-read of key files when no change event arrives.
     pub key_poll_interval: HumanDuration,
+    /// Default true: re-read key files as soon as their directory changes.
+    pub watch_key_files: bool,
 }
 
 impl Default for RawServer {
@@ -77,6 +79,7 @@ impl Default for RawServer {
             max_header_bytes: ByteSize(32 * 1024),
             shutdown_grace: HumanDuration(Duration::from_secs(25)),
             key_poll_interval: HumanDuration(Duration::from_secs(5)),
+            watch_key_files: true,
         }
     }
 }

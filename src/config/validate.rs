@@ -183,6 +183,7 @@ fn server(c: &mut Checker, raw: &RawServer) -> Option<ServerSettings> {
         max_header_bytes,
         shutdown_grace: raw.shutdown_grace.0,
         key_poll_interval: c.positive("server.key_poll_interval", raw.key_poll_interval.0),
+        watch_key_files: raw.watch_key_files,
     })
 }
 

@@ -51,12 +51,13 @@ fn start_watcher(dirs: &BTreeSet<PathBuf>, events: mpsc::UnboundedSender<()>) ->
     Some(watcher)
 }
 
-/// Watches the file keys of `gate`'s current config (following reloads) until the task is aborted.
-pub fn watch(gate: Arc<Gate>, poll: Duration) -> tokio::task::JoinHandle<()> {
+/// Watches the file keys of `gate`'s current config (following reloads)
+/// until the task is aborted; with `events` false, only polls.
+pub fn watch(gate: Arc<Gate>, poll: Duration, events: bool) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let (tx, mut rx) = mpsc::unbounded_channel();
         let mut dirs = directories(&gate);
-        let mut watcher = start_watcher(&dirs, tx.clone());
+        let mut watcher = if events { start_watcher(&dirs, tx.clone()) } else { None };
         let mut tick = tokio::time::interval(poll);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tick.tick().await;
@@ -76,7 +77,7 @@ pub fn watch(gate: Arc<Gate>, poll: Duration) -> tokio::task::JoinHandle<()> {
             let _ = tokio::task::spawn_blocking(move || runtime.keys.refresh_files(why)).await;
             // After a reload the set of key files may differ.
             let now = directories(&gate);
-            if now != dirs {
+            if events && now != dirs {
                 dirs = now;
                 drop(watcher.take());
                 watcher = start_watcher(&dirs, tx.clone());

@@ -1,13 +1,12 @@
 //! The `mmgate` binary: exit codes, `check`, `token`, environment overrides,
 //! and logs that never contain a secret, at any level.
 
-use std::io::Read;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Output};
 use std::time::{Duration, Instant};
 
 use crate::support::*;
 
-fn mmgate() -> Command {
+pub fn mmgate() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_mmgate"));
     // A clean environment: no MMGATE_* override or key leaks in from the runner.
     cmd.env_clear().env("PATH", std::env::var_os("PATH").unwrap_or_default());
@@ -23,7 +22,7 @@ fn run(cmd: &mut Command) -> (i32, String, String) {
     )
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
@@ -113,36 +112,61 @@ fn token_prints_a_token_and_its_hash() {
     assert_ne!(code, 0);
 }
 
-/// Starts the binary on `config`, waits until `/healthz` answers.
-fn spawn(config: &std::path::Path, env: &[(&str, &str)], admin: u16) -> Child {
+/// A running mmgate binary whose stdout and stderr go to a file (a pipe
+/// nobody reads would fill up and block it at trace level).
+pub struct Running {
+    pub child: Child,
+    log: tempfile::NamedTempFile,
+}
+
+impl Running {
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(self.log.path()).unwrap()
+    }
+
+    /// Waits for the process to exit (after a signal); returns its code and output.
+    pub fn wait(mut self) -> (i32, String) {
+        let started = Instant::now();
+        let code = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status.code().unwrap_or(-1);
+            }
+            assert!(started.elapsed() < Duration::from_secs(15), "mmgate did not exit");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        (code, self.logs())
+    }
+}
+
+/// Starts the binary on `config`, waits until the admin port accepts.
+pub fn spawn(config: &std::path::Path, env: &[(&str, &str)], admin: u16) -> Running {
+    let log = tempfile::NamedTempFile::new().unwrap();
     let mut cmd = mmgate();
-    cmd.arg("--config").arg(config).stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.arg("--config").arg(config).stdout(log.reopen().unwrap()).stderr(log.reopen().unwrap());
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let mut child = cmd.spawn().unwrap();
+    let mut running = Running { child: cmd.spawn().unwrap(), log };
     let started = Instant::now();
     while std::net::TcpStream::connect(("127.0.0.1", admin)).is_err() {
-        if let Ok(Some(status)) = child.try_wait() {
-            let mut err = String::new();
-            child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
-            panic!("mmgate exited early ({status}): {err}");
+        if let Ok(Some(status)) = running.child.try_wait() {
+            panic!("mmgate exited early ({status}): {}", running.logs());
         }
         assert!(started.elapsed() < Duration::from_secs(10), "mmgate did not start");
         std::thread::sleep(Duration::from_millis(20));
     }
-    child
+    running
 }
 
-fn terminate(mut child: Child) -> (i32, String) {
-    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+/// Sends SIGTERM and waits for the exit.
+pub fn terminate(running: Running) -> (i32, String) {
+    let status = Command::new("kill").args(["-TERM", &running.id().to_string()]).status().unwrap();
     assert!(status.success());
-    let code = child.wait().unwrap().code().unwrap_or(-1);
-    let mut err = String::new();
-    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
-    let mut out = String::new();
-    child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
-    (code, err + &out)
+    running.wait()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

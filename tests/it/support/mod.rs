@@ -261,3 +261,30 @@ pub fn with_lines(toml: &str, table: &str, lines: &str) -> String {
     assert!(toml.contains(&header), "no [{table}] in config");
     toml.replacen(&header, &format!("{header}{lines}\n"), 1)
 }
+
+/// A request body fed chunk by chunk by the test.
+pub type StreamingBody = http_body_util::StreamBody<
+    futures_util::stream::BoxStream<'static, Result<http_body::Frame<Bytes>, std::convert::Infallible>>,
+>;
+
+/// A sender of body chunks, and the body they make; dropping the sender ends the body.
+pub fn body_channel() -> (tokio::sync::mpsc::Sender<Bytes>, StreamingBody) {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|chunk| (Ok(http_body::Frame::data(chunk)), rx))
+    });
+    (tx, http_body_util::StreamBody::new(Box::pin(stream) as futures_util::stream::BoxStream<'static, _>))
+}
+
+/// POSTs a streaming body.
+pub async fn send_streaming(url: &str, headers: &[(&str, &str)], body: StreamingBody) -> Reply {
+    let client: Client<_, StreamingBody> = Client::builder(TokioExecutor::new()).build_http();
+    let mut request = Request::builder().method(Method::POST).uri(url);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let response = client.request(request.body(body).unwrap()).await.unwrap();
+    let (parts, body) = response.into_parts();
+    let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    Reply { status: parts.status, headers: parts.headers, body }
+}

@@ -21,6 +21,8 @@ pub struct Recorded {
     pub target: String,
     pub headers: HeaderMap,
     pub body: Bytes,
+    /// When the request (headers and whole body) had arrived.
+    pub at: std::time::Instant,
 }
 
 impl Recorded {
@@ -33,16 +35,30 @@ impl Recorded {
 pub struct Upstream {
     pub addr: SocketAddr,
     seen: Arc<Mutex<Vec<Recorded>>>,
+    valid_key: Arc<Mutex<Option<String>>>,
+}
+
+#[derive(Clone)]
+struct Shared {
+    seen: Arc<Mutex<Vec<Recorded>>>,
+    valid_key: Arc<Mutex<Option<String>>>,
 }
 
 impl Upstream {
     pub async fn start() -> Self {
         let seen = Arc::new(Mutex::new(Vec::new()));
-        let app = Router::new().fallback(answer).with_state(seen.clone());
+        let valid_key = Arc::new(Mutex::new(None));
+        let app =
+            Router::new().fallback(answer).with_state(Shared { seen: seen.clone(), valid_key: valid_key.clone() });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        Self { addr, seen }
+        Self { addr, seen, valid_key }
+    }
+
+    /// From now on, paths under `/reports/auth` answer 401 unless they carry this key.
+    pub fn accept_only(&self, key: &str) {
+        *self.valid_key.lock().unwrap() = Some(key.to_owned());
     }
 
     pub fn url(&self) -> String {
@@ -68,7 +84,8 @@ impl Upstream {
     }
 }
 
-async fn answer(State(seen): State<Arc<Mutex<Vec<Recorded>>>>, request: Request) -> Response {
+async fn answer(State(shared): State<Shared>, request: Request) -> Response {
+    let seen = shared.seen;
     let (parts, body) = request.into_parts();
     let target = parts.uri.path_and_query().map(|p| p.to_string()).unwrap_or_default();
     let Ok(body) = axum::body::to_bytes(body, usize::MAX).await else {
@@ -80,10 +97,20 @@ async fn answer(State(seen): State<Arc<Mutex<Vec<Recorded>>>>, request: Request)
         target: target.clone(),
         headers: parts.headers.clone(),
         body: body.clone(),
+        at: std::time::Instant::now(),
     });
     let path = parts.uri.path();
     let mut response = Response::new(Body::empty());
     response.headers_mut().insert("x-upstream", "fake-mm".parse().unwrap());
+    if path.starts_with("/reports/auth") {
+        let valid = shared.valid_key.lock().unwrap().clone();
+        let presented = parts.headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or_default();
+        if valid.is_some_and(|k| presented != format!("Bearer {k}")) {
+            *response.status_mut() = StatusCode::UNAUTHORIZED;
+            *response.body_mut() = Body::from(r#"{"message":"Unauthorized"}"#);
+            return response;
+        }
+    }
     if path.ends_with("/slow") {
         tokio::time::sleep(Duration::from_secs(3)).await;
     } else if path.ends_with("/redirect") {
