@@ -192,7 +192,7 @@ async fn a_request_in_flight_keeps_the_key_it_started_with() {
     let (gate, upstream, keys) = Mmgate::with_upstream("").await;
     let url = gate.url("/reports/production");
     // A large body sent slowly keeps the request in flight across the rotation.
-    let (mut body_tx, body) = body_channel();
+    let (body_tx, body) = body_channel();
     let slow = tokio::spawn(async move { send_streaming(&url, &[AS_DASHBOARD], body).await });
     body_tx.send(bytes::Bytes::from_static(b"part one,")).await.unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
