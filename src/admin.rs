@@ -1,10 +1,11 @@
-//! The admin listener: `/healthz`, `/readyz` (and `/metrics` with the
-//! observability work), on its own address so probes and scrapers never share
-//! the proxy's port, auth or limits.
+//! The admin listener: `/healthz`, `/readyz` and `/metrics`, on its own
+//! address so probes and scrapers never share the proxy's port, auth or
+//! limits.
 
 use std::sync::Arc;
 
 use axum::extract::State;
+use axum::http::header::CONTENT_TYPE;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -16,7 +17,11 @@ use crate::state::Gate;
 
 /// The admin router.
 pub fn app(gate: Arc<Gate>) -> Router {
-    Router::new().route("/healthz", get(healthz)).route("/readyz", get(readyz)).with_state(gate)
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(gate)
 }
 
 async fn healthz() -> Response {
@@ -34,6 +39,11 @@ struct KeyReport {
     name: String,
     fingerprint: Option<String>,
     state: &'static str,
+}
+
+async fn metrics(State(gate): State<Arc<Gate>>) -> Response {
+    let text = gate.metrics.render(&gate.runtime().keys, gate.in_flight());
+    ([(CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text).into_response()
 }
 
 /// 200 while serving with every key loaded and none rejected; 503 otherwise.

@@ -32,7 +32,7 @@ pub struct Client {
     /// Position in the client table, which limiters are indexed by.
     pub id: usize,
     /// The name in `[clients.NAME]`, used in logs and metrics.
-    pub name: String,
+    pub name: std::sync::Arc<str>,
     /// How it is recognised.
     pub credential: Credential,
     /// The scopes it may use.
@@ -144,7 +144,7 @@ mod tests {
         for a in auth {
             headers.append(AUTHORIZATION, HeaderValue::from_str(a).unwrap());
         }
-        table.identify(&headers).map(|c| c.name.clone()).map_err(|e| e.code().to_owned())
+        table.identify(&headers).map(|c| c.name.to_string()).map_err(|e| e.code().to_owned())
     }
 
     #[test]

@@ -19,6 +19,7 @@
 //! `server` (listeners, connections, shutdown), `admin` (`/healthz`,
 //! `/readyz`), `check` (`mmgate check` and `mmgate token`).
 
+pub mod access;
 pub mod admin;
 pub mod check;
 pub mod client;
@@ -28,6 +29,7 @@ pub mod forward;
 pub mod graphql;
 pub mod keys;
 pub mod limit;
+pub mod metrics;
 pub mod policy;
 pub mod proxy;
 pub mod route;

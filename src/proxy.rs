@@ -13,65 +13,43 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
-use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::response::Response;
 use http::{header, HeaderMap, HeaderValue, Method, StatusCode};
-use http_body_util::BodyExt;
 
+use crate::access::Exchange;
 use crate::error::ProxyError;
 use crate::forward::{self, Outbound, X_REQUEST_ID};
 use crate::keys::{self, KeySlot};
+use crate::limit::{Refusal, SharedCheck, SharedRefusal};
 use crate::route::{KeyId, RouteKind};
 use crate::state::{Gate, Runtime};
 use crate::{graphql, limit, policy, route};
 
-/// What the access log reports about a request, filled in as steps pass.
-#[derive(Default)]
-struct Seen<'a> {
-    route: Option<&'a str>,
-    client: Option<&'a str>,
-    graphql: Option<graphql::Summary>,
-}
-
 /// The proxy's only handler: every method, every path.
 pub async fn handle(State(gate): State<Arc<Gate>>, request: Request) -> Response {
-    let started = Instant::now();
-    let guard = gate.track();
     let request_id = request_id(request.headers());
-    let method = request.method().clone();
+    let mut exchange = Exchange::begin(&gate, request_id, request.method().clone());
     let runtime = gate.runtime();
-    let mut seen = Seen::default();
-    let mut response = match checked_forward(&runtime, request, &request_id, &mut seen).await {
+    let request = request.map(|body| exchange.count_in(body));
+    let mut response = match checked_forward(&runtime, request, &mut exchange).await {
         Ok(response) => response,
-        Err(e) => e.into_response(request_id.to_str().unwrap_or_default()),
+        Err(e) => {
+            exchange.failed(&e);
+            e.into_response(exchange.request_id.to_str().unwrap_or_default())
+        }
     };
-    response.headers_mut().insert(X_REQUEST_ID.clone(), request_id.clone());
-    tracing::info!(
-        target: "mmgate::access",
-        request_id = request_id.to_str().unwrap_or_default(),
-        method = %method,
-        route = seen.route.unwrap_or("none"),
-        client = seen.client.unwrap_or("-"),
-        status = response.status().as_u16(),
-        operation = seen.graphql.as_ref().and_then(|g| g.kind).map(|k| k.as_str()),
-        operation_name = seen.graphql.as_ref().and_then(|g| g.name.as_deref()),
-        latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
-    );
-    // The request stays in flight until its response body is done.
-    response.map(|body| {
-        Body::new(body.map_frame(move |frame| {
-            let _ = &guard;
-            frame
-        }))
-    })
+    response.headers_mut().insert(X_REQUEST_ID.clone(), exchange.request_id.clone());
+    exchange.status = response.status().as_u16();
+    // The access log line is written, and the request stops counting as in
+    // flight, when the response body is done.
+    response.map(|body| exchange.finish(body))
 }
 
-async fn checked_forward<'a>(
-    runtime: &'a Arc<Runtime>,
+async fn checked_forward(
+    runtime: &Arc<Runtime>,
     request: Request,
-    request_id: &HeaderValue,
-    seen: &mut Seen<'a>,
+    exchange: &mut Exchange,
 ) -> Result<Response, ProxyError> {
     let settings = &runtime.settings;
     refuse_tunnels(request.method(), request.headers())?;
@@ -81,10 +59,10 @@ async fn checked_forward<'a>(
     let uri = request.uri().clone();
     let path = route::normalise(uri.path())?;
     let route = settings.routes.find(&path).ok_or(ProxyError::NoRoute)?;
-    seen.route = Some(&route.pattern);
+    exchange.route = Some(Arc::clone(&route.pattern));
 
     let client = settings.clients.identify(request.headers())?;
-    seen.client = Some(&client.name);
+    exchange.client = Some(Arc::clone(&client.name));
 
     policy::require(client.scopes, route.scope, &settings.scopes, &format_args!("route `{}`", route.pattern))?;
     let request = match &route.kind {
@@ -92,13 +70,27 @@ async fn checked_forward<'a>(
         RouteKind::Graphql(policy) => {
             let (request, summary) =
                 graphql::check(request, policy, client, &settings.scopes, settings.server.max_body).await?;
-            seen.graphql = Some(summary);
+            exchange.graphql = Some(summary);
             request
         }
     };
 
-    let admission = runtime.limiters.admit(client.id, route.key)?;
-    runtime.limiters.admit_shared(client.id, route.key).await?;
+    let refused = |r: Refusal| {
+        exchange.metrics().refused(r.kind, &r.name);
+        ProxyError::from(r)
+    };
+    let admission = runtime.limiters.admit(client.id, route.key).map_err(refused)?;
+    match runtime.limiters.admit_shared(client.id, route.key).await {
+        Ok(SharedCheck::Passed) => {}
+        Ok(SharedCheck::WithoutRedis) => exchange.metrics().shared_unavailable(),
+        Err(SharedRefusal::Limit(r)) => return Err(refused(r)),
+        Err(SharedRefusal::Unavailable) => {
+            exchange.metrics().shared_unavailable();
+            return Err(ProxyError::LimiterUnavailable);
+        }
+    }
+    // Held until the response body is done: the key's in-flight cap counts it.
+    exchange.admission = Some(admission);
 
     let max_body = settings.server.max_body;
     if declared_length(request.headers()).is_some_and(|len| len > max_body) {
@@ -109,14 +101,19 @@ async fn checked_forward<'a>(
     let out = Outbound {
         uri: forward::upstream_uri(upstream, &path, uri.query())?,
         authorization: key.authorization(),
-        request_id,
+        request_id: &exchange.request_id,
         max_body,
     };
     let outbound = forward::upstream_request(request, out, upstream);
+    let sent = Instant::now();
     let response =
         forward::send(&runtime.upstream, outbound, upstream.timeout, upstream.body_idle_timeout, max_body).await?;
+    exchange.upstream_latency = Some(sent.elapsed());
     match response.status() {
-        StatusCode::UNAUTHORIZED => key_refused(runtime, route.key),
+        StatusCode::UNAUTHORIZED => {
+            exchange.metrics().unauthorized(key_name(runtime, route.key));
+            key_refused(runtime, route.key);
+        }
         status => {
             if status == StatusCode::TOO_MANY_REQUESTS {
                 upstream_throttled(runtime, route.key, response.headers());
@@ -126,13 +123,7 @@ async fn checked_forward<'a>(
             }
         }
     }
-    // The in-flight permit is released when the response body is done.
-    Ok(response.map(|body| {
-        Body::new(body.map_frame(move |frame| {
-            let _ = &admission;
-            frame
-        }))
-    }))
+    Ok(response)
 }
 
 fn key_name(runtime: &Runtime, key: KeyId) -> &str {

@@ -79,7 +79,7 @@ pub struct GraphqlRoute {
 #[derive(Debug, Clone)]
 pub struct Route {
     /// The pattern as configured (`"/reports/*"`), used in logs and metrics.
-    pub pattern: String,
+    pub pattern: std::sync::Arc<str>,
     /// How the pattern matches.
     pub matcher: PathPattern,
     /// The key injected for this route.
@@ -291,7 +291,7 @@ mod tests {
             kind: RouteKind::Rest,
         };
         let table = RouteTable::new(vec![route("/*"), route("/reports/*"), route("/reports/special")]);
-        let find = |p: &str| table.find(p).map(|r| r.pattern.as_str());
+        let find = |p: &str| table.find(p).map(|r| &*r.pattern);
         assert_eq!(find("/reports/special"), Some("/reports/special"));
         assert_eq!(find("/reports/production"), Some("/reports/*"));
         assert_eq!(find("/reports/"), Some("/reports/*"));

@@ -13,6 +13,7 @@ use crate::config::{ConfigOrigin, Settings};
 use crate::forward::{self, UpstreamClient};
 use crate::keys::KeyStore;
 use crate::limit::{LimitClock, Limiters};
+use crate::metrics::Metrics;
 
 /// One consistent view of what mmgate serves with.
 #[derive(Debug)]
@@ -39,6 +40,8 @@ impl Runtime {
 /// Everything the proxy and admin listeners share.
 #[derive(Debug)]
 pub struct Gate {
+    /// Metrics, kept across reloads.
+    pub metrics: Metrics,
     runtime: ArcSwap<Runtime>,
     serving: AtomicBool,
     in_flight: AtomicUsize,
@@ -48,6 +51,7 @@ impl Gate {
     /// A gate serving `runtime`, not yet marked as serving.
     pub fn new(runtime: Runtime) -> Arc<Self> {
         Arc::new(Self {
+            metrics: Metrics::default(),
             runtime: ArcSwap::from_pointee(runtime),
             serving: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
@@ -69,6 +73,7 @@ impl Gate {
     /// On failure the running config stays and the reason is returned (and logged).
     pub fn reload(&self, origin: &ConfigOrigin) -> Result<(), String> {
         let outcome = self.try_reload(origin);
+        self.metrics.reload(outcome.is_ok());
         match &outcome {
             Ok(()) => tracing::info!(config = %origin, "configuration reloaded"),
             Err(e) => tracing::error!(config = %origin, "reload refused, keeping the running config: {e}"),

@@ -387,7 +387,7 @@ fn route_spec(c: &mut Checker, i: usize, raw: &RawRoute, keys: &[KeySpec]) -> Op
             );
         }
     }
-    Some(Route { pattern: raw.path.clone(), matcher, key, scope, kind })
+    Some(Route { pattern: raw.path.as_str().into(), matcher, key, scope, kind })
 }
 
 fn duplicate_routes(c: &mut Checker, routes: &[RawRoute]) {
@@ -449,7 +449,7 @@ fn clients(c: &mut Checker, raw: &BTreeMap<String, RawClient>) -> Vec<Client> {
             c.warnings.push(format!("{at}.graphql_fields: empty, so this client can select no GraphQL field"));
         }
         let graphql_fields = client.graphql_fields.clone();
-        out.push(Client { id: 0, name: name.clone(), credential, scopes, limit, graphql_fields });
+        out.push(Client { id: 0, name: name.as_str().into(), credential, scopes, limit, graphql_fields });
     }
     out
 }

@@ -172,7 +172,9 @@ pub struct Cooldown {
 pub struct Refusal {
     /// Which kind of limit: `client`, `key`, `budget`, `cooldown`, `in_flight`, `shared`.
     pub kind: &'static str,
-    /// The limit's name, e.g. "client `dashboard`".
+    /// The limit's name in the config (client, key or budget name).
+    pub name: String,
+    /// The limit as the caller is told, e.g. "client `dashboard` (2/s burst 5)".
     pub limit: String,
     /// How long until a retry can pass.
     pub retry_after: Duration,
@@ -207,11 +209,29 @@ struct BudgetLimits {
 pub struct Limiters {
     clock: LimitClock,
     max_cooldown: Duration,
-    clients: Vec<(String, Option<Named>)>,
+    clients: Vec<(Arc<str>, Option<Named>)>,
     keys: Vec<KeyLimits>,
     budgets: Vec<BudgetLimits>,
     shared: Option<Arc<SharedLimiter>>,
     last_unavailable_log: AtomicU64,
+}
+
+/// How the shared limiter let a request through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SharedCheck {
+    /// Passed (or no shared limiter applies).
+    Passed,
+    /// Redis was unreachable and `fail_open` let it through on local limits.
+    WithoutRedis,
+}
+
+/// Why the shared limiter refused a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SharedRefusal {
+    /// A limit across replicas is exhausted.
+    Limit(Refusal),
+    /// Redis is unreachable and `fail_open` is false.
+    Unavailable,
 }
 
 /// What an admitted request holds until its response is done.
@@ -299,6 +319,7 @@ impl Limiters {
             if until > now {
                 return Err(Refusal {
                     kind: "cooldown",
+                    name: name.to_owned(),
                     limit: format!("upstream cool-down of `{name}`"),
                     retry_after: Duration::from_nanos(until - now),
                 });
@@ -308,6 +329,7 @@ impl Limiters {
             None => None,
             Some((max, semaphore)) => Some(Arc::clone(semaphore).try_acquire_owned().map_err(|_| Refusal {
                 kind: "in_flight",
+                name: k.name.clone(),
                 limit: format!("key `{}` max_in_flight {max}", k.name),
                 retry_after: Duration::from_secs(1),
             })?),
@@ -323,6 +345,7 @@ impl Limiters {
                 Err(wait) => {
                     return Err(Refusal {
                         kind: named.kind,
+                        name: named.name.clone(),
                         limit: named.describe(),
                         retry_after: Duration::from_nanos(wait),
                     });
@@ -344,13 +367,13 @@ impl Limiters {
     }
 
     /// Checks the limits shared across replicas, after `admit` passed locally.
-    pub async fn admit_shared(&self, client: usize, key: usize) -> Result<(), ProxyError> {
+    pub async fn admit_shared(&self, client: usize, key: usize) -> Result<SharedCheck, SharedRefusal> {
         let (Some(shared), Some(k)) = (&self.shared, self.keys.get(key)) else {
-            return Ok(());
+            return Ok(SharedCheck::Passed);
         };
         let named: Vec<&Named> = self.rates(client, k).collect();
         if named.is_empty() {
-            return Ok(());
+            return Ok(SharedCheck::Passed);
         }
         let cells: Vec<Cell<'_>> = named
             .iter()
@@ -361,19 +384,24 @@ impl Limiters {
             })
             .collect();
         match shared.admit(&cells).await {
-            Verdict::Admitted => Ok(()),
+            Verdict::Admitted => Ok(SharedCheck::Passed),
             Verdict::Refused { index, wait } => {
                 self.refund(client, k);
-                let limit = named.get(index).map_or_else(String::new, |n| n.describe());
-                Err(Refusal { kind: "shared", limit: format!("{limit} across replicas"), retry_after: wait }.into())
+                let (name, limit) = named.get(index).map_or_else(Default::default, |n| (n.name.clone(), n.describe()));
+                Err(SharedRefusal::Limit(Refusal {
+                    kind: "shared",
+                    name,
+                    limit: format!("{limit} across replicas"),
+                    retry_after: wait,
+                }))
             }
             Verdict::Unavailable => {
                 self.log_unavailable(shared.settings());
                 if shared.settings().fail_open {
-                    Ok(())
+                    Ok(SharedCheck::WithoutRedis)
                 } else {
                     self.refund(client, k);
-                    Err(ProxyError::LimiterUnavailable)
+                    Err(SharedRefusal::Unavailable)
                 }
             }
         }
@@ -547,8 +575,14 @@ scopes = ["reporting"]
 
     #[test]
     fn retry_after_rounds_up_to_whole_seconds() {
-        let r =
-            |ms| ProxyError::from(Refusal { kind: "key", limit: "k".into(), retry_after: Duration::from_millis(ms) });
+        let r = |ms| {
+            ProxyError::from(Refusal {
+                kind: "key",
+                name: "k".into(),
+                limit: "k".into(),
+                retry_after: Duration::from_millis(ms),
+            })
+        };
         for (ms, secs) in [(1, 1), (999, 1), (1000, 1), (1001, 2), (0, 1)] {
             match r(ms) {
                 ProxyError::RateLimited { retry_after_secs, .. } => assert_eq!(retry_after_secs, secs, "{ms} ms"),

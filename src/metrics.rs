@@ -1,0 +1,212 @@
+//! Prometheus metrics, served on the admin listener's `/metrics`.
+//!
+//! Label sets are bounded by the configuration: route patterns (or `none`),
+//! client, key, budget and limit names, status codes and fixed kinds. Never a
+//! path, a token or a key: the only trace of a key is its fingerprint on
+//! `mmgate_key_info`, rebuilt at every scrape so a rotated key's old
+//! fingerprint disappears.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use crate::keys::KeyStore;
+
+/// A label value shared with the configuration (route pattern, client or key name).
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub struct Label(pub Arc<str>);
+
+impl EncodeLabelValue for Label {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        EncodeLabelValue::encode(&&*self.0, encoder)
+    }
+}
+
+impl From<&str> for Label {
+    fn from(s: &str) -> Self {
+        Self(s.into())
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    route: Label,
+    client: Label,
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    route: Label,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LimitLabels {
+    limit: &'static str,
+    name: Label,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KeyLabels {
+    key: Label,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KeyInfoLabels {
+    key: Label,
+    fingerprint: String,
+    state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: &'static str,
+}
+
+fn latency_histogram() -> Histogram {
+    Histogram::new([0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0])
+}
+
+/// Every metric mmgate exports; lives as long as the process, across reloads.
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    duration: Family<RouteLabels, Histogram, fn() -> Histogram>,
+    upstream_duration: Family<RouteLabels, Histogram, fn() -> Histogram>,
+    refusals: Family<LimitLabels, Counter>,
+    upstream_errors: Family<KindLabels, Counter>,
+    unauthorized: Family<KeyLabels, Counter>,
+    key_info: Family<KeyInfoLabels, Gauge>,
+    reloads: Family<ResultLabels, Counter>,
+    in_flight: Gauge,
+    shared_unavailable: Counter,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("mmgate");
+        let requests = Family::default();
+        let duration = Family::new_with_constructor(latency_histogram as fn() -> Histogram);
+        let upstream_duration = Family::new_with_constructor(latency_histogram as fn() -> Histogram);
+        let refusals = Family::default();
+        let upstream_errors = Family::default();
+        let unauthorized = Family::default();
+        let key_info = Family::default();
+        let reloads = Family::default();
+        let in_flight = Gauge::default();
+        let shared_unavailable = Counter::default();
+        registry.register("requests", "Requests answered, by route pattern, client and status", requests.clone());
+        registry.register(
+            "request_duration_seconds",
+            "Time from request to the end of the response body, by route",
+            duration.clone(),
+        );
+        registry.register(
+            "upstream_duration_seconds",
+            "Time the upstream took to answer with headers, by route",
+            upstream_duration.clone(),
+        );
+        registry.register("rate_limited", "Requests refused by a rate limit, by limit kind and name", refusals.clone());
+        registry.register(
+            "upstream_errors",
+            "Upstream failures: unreachable, timeout, body (a response body cut or failed)",
+            upstream_errors.clone(),
+        );
+        registry.register("upstream_unauthorized", "Upstream 401 answers, by key", unauthorized.clone());
+        registry.register(
+            "key_info",
+            "1 for each configured key, with its fingerprint (first 8 hex of SHA-256) and state",
+            key_info.clone(),
+        );
+        registry.register("config_reloads", "Configuration reloads, by result (ok, failed)", reloads.clone());
+        registry.register("requests_in_flight", "Requests being handled now", in_flight.clone());
+        registry.register(
+            "shared_limiter_unavailable",
+            "Requests that found the shared (Redis) limiter unreachable",
+            shared_unavailable.clone(),
+        );
+        Self {
+            registry,
+            requests,
+            duration,
+            upstream_duration,
+            refusals,
+            upstream_errors,
+            unauthorized,
+            key_info,
+            reloads,
+            in_flight,
+            shared_unavailable,
+        }
+    }
+}
+
+impl Metrics {
+    /// Counts a finished request and its duration.
+    pub fn request(&self, route: &Label, client: &Label, status: u16, duration: Duration) {
+        self.requests.get_or_create(&RequestLabels { route: route.clone(), client: client.clone(), status }).inc();
+        self.duration.get_or_create(&RouteLabels { route: route.clone() }).observe(duration.as_secs_f64());
+    }
+
+    /// Records how long the upstream took to answer with headers.
+    pub fn upstream_latency(&self, route: &Label, latency: Duration) {
+        self.upstream_duration.get_or_create(&RouteLabels { route: route.clone() }).observe(latency.as_secs_f64());
+    }
+
+    /// Counts a refusal by limit `kind` (`client`, `key`, ...) named `name`.
+    pub fn refused(&self, kind: &'static str, name: &str) {
+        self.refusals.get_or_create(&LimitLabels { limit: kind, name: name.into() }).inc();
+    }
+
+    /// Counts an upstream failure of `kind`.
+    pub fn upstream_error(&self, kind: &'static str) {
+        self.upstream_errors.get_or_create(&KindLabels { kind }).inc();
+    }
+
+    /// Counts an upstream 401 for `key`.
+    pub fn unauthorized(&self, key: &str) {
+        self.unauthorized.get_or_create(&KeyLabels { key: key.into() }).inc();
+    }
+
+    /// Counts a configuration reload.
+    pub fn reload(&self, ok: bool) {
+        self.reloads.get_or_create(&ResultLabels { result: if ok { "ok" } else { "failed" } }).inc();
+    }
+
+    /// Counts a request that went on without the shared limiter.
+    pub fn shared_unavailable(&self) {
+        self.shared_unavailable.inc();
+    }
+
+    /// The Prometheus (OpenMetrics) text, with key info and in-flight read now.
+    pub fn render(&self, keys: &KeyStore, in_flight: usize) -> String {
+        self.in_flight.set(i64::try_from(in_flight).unwrap_or(i64::MAX));
+        self.key_info.clear();
+        for slot in keys.iter() {
+            let fingerprint = slot.current().map_or_else(|| "none".to_owned(), |k| k.fingerprint().to_string());
+            let labels = KeyInfoLabels { key: slot.name().into(), fingerprint, state: slot.state().as_str() };
+            self.key_info.get_or_create(&labels).set(1);
+        }
+        let mut text = String::new();
+        // Encoding into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
+        text
+    }
+}
