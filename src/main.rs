@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use mmgate::config::{ConfigOrigin, Settings};
+use mmgate::config::{ConfigOrigin, LogFormat, Settings};
 use mmgate::keys::KeyStore;
 use mmgate::server::Server;
 use mmgate::{check, Gate, Runtime};
@@ -85,11 +85,17 @@ fn run_check(origin: ConfigOrigin, skip_keys: bool) -> ExitCode {
     }
 }
 
+/// Logs to stderr, `RUST_LOG` filtering (default `info`), as text or JSON lines.
+fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).init(),
+    }
+}
+
 fn serve(origin: ConfigOrigin) -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
-        .with_writer(std::io::stderr)
-        .init();
     // TOKIO_WORKER_THREADS is honoured by the builder when set.
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
@@ -117,6 +123,7 @@ async fn async_serve(origin: ConfigOrigin) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
+    init_logging(settings.server.log_format);
     for warning in &settings.warnings {
         tracing::warn!("{warning}");
     }

@@ -87,8 +87,8 @@ impl Gate {
             .map_err(|errors| errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))?;
         let old = self.runtime();
         let (was, now) = (&old.settings.server, &settings.server);
-        if was.listen != now.listen || was.admin_listen != now.admin_listen {
-            tracing::warn!("a changed listen or admin_listen address takes effect only after a restart");
+        if was.listen != now.listen || was.admin_listen != now.admin_listen || was.log_format != now.log_format {
+            tracing::warn!("a changed listen, admin_listen or log_format takes effect only after a restart");
         }
         for warning in &settings.warnings {
             tracing::warn!("{warning}");

@@ -123,6 +123,17 @@ pub struct ServerSettings {
     pub key_poll_interval: Duration,
     /// Whether key files are watched for changes (else only polled).
     pub watch_key_files: bool,
+    /// How log lines are written.
+    pub log_format: LogFormat,
+}
+
+/// How log lines are written (`server.log_format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, fields at the top level.
+    Json,
 }
 
 /// `[upstream]`, validated: the only place a request is ever sent.

@@ -68,6 +68,8 @@ pub struct RawServer {
     pub key_poll_interval: HumanDuration,
     /// Default true: re-read key files as soon as their directory changes.
     pub watch_key_files: bool,
+    /// `text` (default) or `json`: one JSON object per log line.
+    pub log_format: String,
 }
 
 impl Default for RawServer {
@@ -80,6 +82,7 @@ impl Default for RawServer {
             shutdown_grace: HumanDuration(Duration::from_secs(25)),
             key_poll_interval: HumanDuration(Duration::from_secs(5)),
             watch_key_files: true,
+            log_format: "text".into(),
         }
     }
 }

@@ -11,7 +11,7 @@ use http::uri::Scheme;
 use http::{HeaderValue, Uri};
 
 use super::raw::{RawClient, RawConfig, RawKey, RawLimit, RawLimits, RawRoute, RawServer, RawUpstream};
-use super::{BudgetSpec, ConfigOrigin, ListenAddr, Problem, ServerSettings, Settings, UpstreamSettings};
+use super::{BudgetSpec, ConfigOrigin, ListenAddr, LogFormat, Problem, ServerSettings, Settings, UpstreamSettings};
 use crate::client::{Client, ClientTable, Credential, TokenHash};
 use crate::graphql::Limits;
 use crate::keys::{KeySource, KeySpec};
@@ -184,6 +184,14 @@ fn server(c: &mut Checker, raw: &RawServer) -> Option<ServerSettings> {
         shutdown_grace: raw.shutdown_grace.0,
         key_poll_interval: c.positive("server.key_poll_interval", raw.key_poll_interval.0),
         watch_key_files: raw.watch_key_files,
+        log_format: match raw.log_format.as_str() {
+            "text" => LogFormat::Text,
+            "json" => LogFormat::Json,
+            other => {
+                c.problem("server.log_format", format!("`{other}` is not a log format; use \"text\" or \"json\""));
+                LogFormat::Text
+            }
+        },
     })
 }
 

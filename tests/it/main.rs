@@ -13,6 +13,7 @@ mod graphql_props;
 mod identity;
 mod lifecycle;
 mod limits;
+mod observe;
 mod rotation;
 mod routing;
 mod shared_limits;
