@@ -138,7 +138,7 @@ fn request_path(c: &mut Criterion) {
         })
     });
     group.bench_function("identify_among_10_clients", |b| {
-        b.iter(|| settings.clients.identify(black_box(&headers)).map(|c| c.scopes).ok())
+        b.iter(|| settings.clients.identify(black_box(&headers), None).map(|c| c.scopes).ok())
     });
     group.finish();
 }

@@ -85,8 +85,9 @@ pub fn check(settings: &Settings, skip_keys: bool) -> Report {
     let _ = writeln!(out, "\nclients");
     for client in s.clients.iter() {
         let how = match client.credential {
-            Credential::Token(_) => "token",
-            Credential::Anonymous => "anonymous",
+            Credential::Token(_) => "token".to_owned(),
+            Credential::Anonymous => "anonymous".to_owned(),
+            Credential::UnixUid(uid) => format!("unix_uid {uid}"),
         };
         let _ = write!(out, "  {:<20} {how}  scopes {}", client.name, s.scopes.list(client.scopes));
         if let Some(limit) = &client.limit {

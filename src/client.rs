@@ -24,7 +24,13 @@ pub enum Credential {
     Token(TokenHash),
     /// No `Authorization` header at all.
     Anonymous,
+    /// No `Authorization` header, on the Unix socket, from this user id.
+    UnixUid(u32),
 }
+
+/// The user id of the process at the other end of a Unix socket connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerUid(pub u32);
 
 /// One configured caller.
 #[derive(Debug, Clone)]
@@ -65,13 +71,17 @@ impl ClientTable {
         self.clients.iter()
     }
 
-    /// Identifies the caller from its request headers.
-    pub fn identify(&self, headers: &HeaderMap) -> Result<&Client, ProxyError> {
+    /// Identifies the caller from its request headers (and its uid, on a Unix socket).
+    ///
+    /// A token, when sent, decides alone; without one, a client matching the
+    /// peer's uid comes before the anonymous client.
+    pub fn identify(&self, headers: &HeaderMap, peer: Option<PeerUid>) -> Result<&Client, ProxyError> {
         let mut values = headers.get_all(AUTHORIZATION).iter();
         let Some(value) = values.next() else {
-            return self
-                .anonymous
-                .and_then(|i| self.clients.get(i))
+            let by_uid =
+                peer.and_then(|PeerUid(uid)| self.clients.iter().find(|c| c.credential == Credential::UnixUid(uid)));
+            return by_uid
+                .or_else(|| self.anonymous.and_then(|i| self.clients.get(i)))
                 .ok_or(ProxyError::Unauthenticated("this route needs `Authorization: Bearer <token>`"));
         };
         if values.next().is_some() {
@@ -144,7 +154,7 @@ mod tests {
         for a in auth {
             headers.append(AUTHORIZATION, HeaderValue::from_str(a).unwrap());
         }
-        table.identify(&headers).map(|c| c.name.to_string()).map_err(|e| e.code().to_owned())
+        table.identify(&headers, None).map(|c| c.name.to_string()).map_err(|e| e.code().to_owned())
     }
 
     #[test]

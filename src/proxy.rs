@@ -18,6 +18,7 @@ use axum::response::Response;
 use http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 
 use crate::access::Exchange;
+use crate::client::PeerUid;
 use crate::error::ProxyError;
 use crate::forward::{self, Outbound, X_REQUEST_ID};
 use crate::keys::{self, KeySlot};
@@ -61,7 +62,8 @@ async fn checked_forward(
     let route = settings.routes.find(&path).ok_or(ProxyError::NoRoute)?;
     exchange.route = Some(Arc::clone(&route.pattern));
 
-    let client = settings.clients.identify(request.headers())?;
+    let peer = request.extensions().get::<PeerUid>().copied();
+    let client = settings.clients.identify(request.headers(), peer)?;
     exchange.client = Some(Arc::clone(&client.name));
 
     policy::require(client.scopes, route.scope, &settings.scopes, &format_args!("route `{}`", route.pattern))?;

@@ -20,6 +20,9 @@ use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, UnixListener};
 
+use tower_http::add_extension::AddExtension;
+
+use crate::client::PeerUid;
 use crate::config::ListenAddr;
 use crate::state::Gate;
 use crate::{admin, app, keys};
@@ -166,7 +169,7 @@ async fn accept_loop(
     stop: impl Future<Output = ()> + Send,
 ) -> GracefulShutdown {
     let graceful = GracefulShutdown::new();
-    let service = TowerToHyperService::new(router);
+    let service = TowerToHyperService::new(router.clone());
     tokio::pin!(stop);
     loop {
         let accepted = tokio::select! {
@@ -178,7 +181,17 @@ async fn accept_loop(
                 let _ = stream.set_nodelay(true);
                 spawn_connection(&graceful, &builder, &service, stream);
             }
-            Ok(Accepted::Unix(stream)) => spawn_connection(&graceful, &builder, &service, stream),
+            Ok(Accepted::Unix(stream)) => {
+                // The peer's uid identifies `unix_uid` clients; a peer whose
+                // credentials cannot be read is served as an unknown caller.
+                match stream.peer_cred() {
+                    Ok(cred) => {
+                        let service = TowerToHyperService::new(AddExtension::new(router.clone(), PeerUid(cred.uid())));
+                        spawn_connection(&graceful, &builder, &service, stream);
+                    }
+                    Err(_) => spawn_connection(&graceful, &builder, &service, stream),
+                }
+            }
             Err(e) => {
                 // Typically EMFILE: back off instead of spinning.
                 tracing::warn!(error = %e, "accept failed");
@@ -202,13 +215,19 @@ async fn accept(listener: &Listener) -> io::Result<Accepted> {
     }
 }
 
-fn spawn_connection<S>(
+fn spawn_connection<S, T>(
     graceful: &GracefulShutdown,
     builder: &http1::Builder,
-    service: &TowerToHyperService<Router>,
+    service: &TowerToHyperService<T>,
     stream: S,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    T: tower::Service<http::Request<hyper::body::Incoming>, Response = axum::response::Response>
+        + Clone
+        + Send
+        + 'static,
+    T::Future: Send + 'static,
+    T::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let connection = builder.serve_connection(TokioIo::new(stream), service.clone());
     let connection = graceful.watch(connection);

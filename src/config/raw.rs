@@ -170,6 +170,8 @@ pub struct RawClient {
     pub token_sha256: Option<String>,
     #[serde(default)]
     pub anonymous: bool,
+    /// Identify callers on a Unix socket listener by their user id.
+    pub unix_uid: Option<u32>,
     #[serde(default)]
     pub scopes: Vec<String>,
     pub limit: Option<RawLimit>,

@@ -141,6 +141,14 @@ pub(super) fn settings(raw: RawConfig, origin: ConfigOrigin) -> Result<Settings,
         return Err(c.problems);
     };
     least_privilege(&mut c, &keys, &routes, &clients);
+    if !matches!(server.listen, ListenAddr::Unix(_)) {
+        for client in clients.iter().filter(|cl| matches!(cl.credential, Credential::UnixUid(_))) {
+            c.warnings.push(format!(
+                "clients.{}.unix_uid: only matches on a Unix socket listener; server.listen is TCP",
+                client.name
+            ));
+        }
+    }
     if let ListenAddr::Tcp(addr) = &server.listen {
         if !addr.ip().is_loopback() && clients.iter().any(|cl| cl.credential == Credential::Anonymous) {
             c.warnings.push(format!(
@@ -425,12 +433,12 @@ fn clients(c: &mut Checker, raw: &BTreeMap<String, RawClient>) -> Vec<Client> {
     for (name, client) in raw {
         let at = format!("clients.{name}");
         c.name(&at, name);
-        let credential = match (&client.token_sha256, client.anonymous) {
-            (Some(hex_text), false) => match token_hash(c, &format!("{at}.token_sha256"), hex_text) {
+        let credential = match (&client.token_sha256, client.anonymous, client.unix_uid) {
+            (Some(hex_text), false, None) => match token_hash(c, &format!("{at}.token_sha256"), hex_text) {
                 Some(hash) => Credential::Token(hash),
                 None => continue,
             },
-            (None, true) => {
+            (None, true, None) => {
                 if let Some(first) = anonymous {
                     c.problem(
                         format!("{at}.anonymous"),
@@ -440,15 +448,23 @@ fn clients(c: &mut Checker, raw: &BTreeMap<String, RawClient>) -> Vec<Client> {
                 anonymous = Some(name);
                 Credential::Anonymous
             }
+            (None, false, Some(uid)) => Credential::UnixUid(uid),
             _ => {
-                c.problem(&at, "set exactly one of `token_sha256 = \"<64 hex>\"` or `anonymous = true`");
+                c.problem(
+                    &at,
+                    "set exactly one of `token_sha256 = \"<64 hex>\"`, `anonymous = true` or `unix_uid = <uid>`",
+                );
                 continue;
             }
         };
         if let Some(other) = out.iter().find(|o| o.credential == credential && credential != Credential::Anonymous) {
+            let (key, what) = match credential {
+                Credential::UnixUid(_) => ("unix_uid", "the same uid as"),
+                _ => ("token_sha256", "the same hash as"),
+            };
             c.problem(
-                format!("{at}.token_sha256"),
-                format!("the same hash as clients.{}; mint a token per client with `mmgate token {name}`", other.name),
+                format!("{at}.{key}"),
+                format!("{what} clients.{}; mint a token per client with `mmgate token {name}`", other.name),
             );
         }
         let scopes = c.scope_set(&format!("{at}.scopes"), &client.scopes);

@@ -18,3 +18,4 @@ mod rotation;
 mod routing;
 mod shared_limits;
 mod support;
+mod unix;
