@@ -39,12 +39,24 @@ enum Command {
         /// The client's name, as in [clients.NAME].
         name: String,
     },
+    /// Print the JSON Schema of the configuration file (for editors).
+    ConfigSchema,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Token { name }) => token(&name),
+        Some(Command::ConfigSchema) => {
+            match serde_json::to_string_pretty(&mmgate::config::schema()) {
+                Ok(text) => println!("{text}"),
+                Err(e) => {
+                    eprintln!("mmgate: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+            ExitCode::SUCCESS
+        }
         Some(Command::Check { skip_keys }) => run_check(ConfigOrigin::resolve(cli.config), skip_keys),
         None => serve(ConfigOrigin::resolve(cli.config)),
     }

@@ -18,7 +18,7 @@ use figment::Figment;
 use http::uri::{Authority, Scheme};
 use http::HeaderValue;
 
-pub use raw::RawConfig;
+pub use raw::{schema, RawConfig};
 
 use crate::client::ClientTable;
 use crate::keys::KeySpec;

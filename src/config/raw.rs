@@ -9,24 +9,33 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
+use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
 use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
 
-/// The whole configuration file.
-#[derive(Debug, Default, Deserialize)]
+/// mmgate configuration (mmgate.toml).
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
+#[schemars(title = "mmgate configuration")]
 pub struct RawConfig {
+    /// Where mmgate listens and what it accepts.
     pub server: RawServer,
+    /// The MachineMetrics API host.
     pub upstream: RawUpstream,
+    /// Named MachineMetrics API keys, one per purpose.
     pub keys: BTreeMap<String, RawKey>,
+    /// Limits shared by several keys (e.g. one company's GraphQL budget).
     pub budgets: BTreeMap<String, RawBudget>,
+    /// Path patterns, the key each injects and the scope each needs.
     pub routes: Vec<RawRoute>,
+    /// Callers: by token hash, as the anonymous client, or by Unix uid.
     pub clients: BTreeMap<String, RawClient>,
+    /// The optional limiter shared by replicas through Redis.
     pub limits: RawLimits,
 }
 
 /// `[limits]`: the optional limiter shared by replicas through Redis.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawLimits {
     /// `redis://host:port`; absent = limits are per replica.
@@ -51,7 +60,7 @@ impl Default for RawLimits {
 }
 
 /// `[server]`: where mmgate listens and what it accepts.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawServer {
     /// Default `127.0.0.1:8080`; `unix:/path` for a Unix socket.
@@ -88,7 +97,7 @@ impl Default for RawServer {
 }
 
 /// `[upstream]`: the MachineMetrics API host and how long to wait for it.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawUpstream {
     /// Default `https://api.machinemetrics.com`.
@@ -116,64 +125,85 @@ impl Default for RawUpstream {
 }
 
 /// `[keys.NAME]`: one MachineMetrics API key and where to read it.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawKey {
+    /// Environment variable holding the key (not starting with MMGATE_); exactly one of env / file.
     pub env: Option<String>,
+    /// File holding the key, re-read when it changes; exactly one of env / file.
     pub file: Option<String>,
+    /// Scopes granted to this key upstream.
     #[serde(default)]
     pub scopes: Vec<String>,
+    /// Limit shared by every client using this key.
     pub limit: Option<RawLimit>,
+    /// Name of a [budgets.NAME] this key shares.
     pub budget: Option<String>,
     /// Most requests in flight upstream at once on this key; more are refused.
     pub max_in_flight: Option<u32>,
 }
 
 /// `[budgets.NAME]`: a limit shared by every key naming it.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawBudget {
+    /// The limit shared by every key naming this budget.
     pub limit: RawLimit,
 }
 
 /// `limit = { per_second = N, burst = M }` or `per_minute`.
-#[derive(Debug, Clone, Copy, Deserialize)]
+#[derive(Debug, Clone, Copy, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawLimit {
+    /// Sustained requests per second (exactly one of per_second / per_minute).
     pub per_second: Option<u32>,
+    /// Sustained requests per minute (exactly one of per_second / per_minute).
     pub per_minute: Option<u32>,
+    /// Requests allowed back to back; default: the per-period count.
     pub burst: Option<u32>,
 }
 
 /// `[[routes]]`: a path pattern, the key it uses and the scope it needs.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawRoute {
+    /// Exact normalised path ("/graphql") or a prefix ending in "/*" ("/reports/*").
     pub path: String,
+    /// The key injected for this route.
     pub key: String,
+    /// The scope a caller needs (for GraphQL: to run queries).
     pub scope: String,
-    /// `rest` (default) or `graphql`.
+    /// "rest" (default) or "graphql" (parse and check each operation).
     pub kind: Option<String>,
+    /// GraphQL: the scope mutations need; absent = mutations denied.
     pub mutation_scope: Option<String>,
-    /// GraphQL shape limits; defaults in `graphql::Limits::default`.
+    /// GraphQL: deepest selection-set nesting, fragments expanded (default 15).
     pub max_depth: Option<u32>,
+    /// GraphQL: most aliases in a document (default 30).
     pub max_aliases: Option<u32>,
+    /// GraphQL: most root fields per operation (default 20).
     pub max_root_fields: Option<u32>,
+    /// GraphQL: most lexical tokens in a document (default 15000).
     pub max_tokens: Option<u32>,
+    /// GraphQL: false refuses __schema / __type (default true).
     pub introspection: Option<bool>,
 }
 
 /// `[clients.NAME]`: one caller, by token hash or as the anonymous client.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawClient {
+    /// SHA-256 (64 hex) of the client's token; `mmgate token NAME` prints one.
     pub token_sha256: Option<String>,
+    /// The client of requests with no Authorization header.
     #[serde(default)]
     pub anonymous: bool,
     /// Identify callers on a Unix socket listener by their user id.
     pub unix_uid: Option<u32>,
+    /// Scopes this client may use.
     #[serde(default)]
     pub scopes: Vec<String>,
+    /// The client's own limit.
     pub limit: Option<RawLimit>,
     /// GraphQL root fields this client may select (all when absent).
     pub graphql_fields: Option<Vec<String>>,
@@ -236,4 +266,35 @@ impl<'de> Deserialize<'de> for ByteSize {
         }
         deserializer.deserialize_any(V)
     }
+}
+
+impl JsonSchema for HumanDuration {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Duration".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "description": "A duration: \"30s\", \"250ms\", \"2m\", or whole seconds",
+            "anyOf": [{ "type": "string", "pattern": "^\\s*[0-9]" }, { "type": "integer", "minimum": 0 }]
+        })
+    }
+}
+
+impl JsonSchema for ByteSize {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "ByteSize".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "description": "A size: \"1MiB\", \"32KiB\", or a number of bytes",
+            "anyOf": [{ "type": "string", "pattern": "^\\s*[0-9]" }, { "type": "integer", "minimum": 0 }]
+        })
+    }
+}
+
+/// The JSON Schema of the configuration file, for editors.
+pub fn schema() -> Schema {
+    schemars::schema_for!(RawConfig)
 }

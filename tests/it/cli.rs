@@ -200,3 +200,57 @@ async fn trace_logs_never_contain_a_key_or_token() {
         assert!(!logs.contains(secret), "secret {secret:?} found in logs");
     }
 }
+
+/// Every `.toml` under `dir`, recursively.
+fn toml_files(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            toml_files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "toml") {
+            out.push(path);
+        }
+    }
+}
+
+#[test]
+fn every_shipped_config_passes_check() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = Vec::new();
+    toml_files(&root.join("config"), &mut files);
+    toml_files(&root.join("deploy"), &mut files);
+    assert!(files.len() >= 4, "{files:?}");
+    for file in &files {
+        let (code, stdout, stderr) = run(mmgate().args(["check", "--skip-keys", "--config"]).arg(file));
+        assert_eq!(code, 0, "{}:\n{stdout}{stderr}", file.display());
+        assert!(stdout.contains("0 error(s)"), "{stdout}");
+    }
+}
+
+#[test]
+fn the_kubernetes_configmap_holds_the_checked_config() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/kubernetes");
+    let manifest = std::fs::read_to_string(root.join("sidecar.yaml")).unwrap();
+    let toml = std::fs::read_to_string(root.join("mmgate.toml")).unwrap();
+    // The block scalar under `mmgate.toml: |`, indented four spaces.
+    let block: Vec<&str> = manifest
+        .lines()
+        .skip_while(|l| l.trim() != "mmgate.toml: |")
+        .skip(1)
+        .take_while(|l| l.is_empty() || l.starts_with("    "))
+        .map(|l| l.strip_prefix("    ").unwrap_or(l))
+        .collect();
+    assert_eq!(block.join("\n").trim_end(), toml.trim_end(), "sidecar.yaml's ConfigMap differs from mmgate.toml");
+}
+
+#[test]
+fn config_schema_describes_the_config() {
+    let (code, stdout, _) = run(mmgate().arg("config-schema"));
+    assert_eq!(code, 0);
+    let schema: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    for section in ["server", "upstream", "keys", "budgets", "routes", "clients", "limits"] {
+        assert!(schema["properties"][section].is_object(), "{section}");
+    }
+    assert_eq!(schema["$defs"]["RawServer"]["additionalProperties"], false);
+    assert!(schema["$defs"]["RawRoute"]["properties"]["mutation_scope"]["description"].is_string());
+}
