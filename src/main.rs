@@ -108,6 +108,11 @@ fn init_logging(format: LogFormat) {
 }
 
 fn serve(origin: ConfigOrigin) -> ExitCode {
+    // Keys live in this process's memory: no core dumps, and no reading of
+    // it by other processes of the same user (ptrace, /proc/PID/mem).
+    if let Err(e) = rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable) {
+        eprintln!("mmgate: warning: cannot disable core dumps: {e}");
+    }
     // TOKIO_WORKER_THREADS is honoured by the builder when set.
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,

@@ -248,3 +248,25 @@ async fn other_methods_are_forwarded() {
     let methods: Vec<Method> = upstream.requests().into_iter().map(|r| r.method).collect();
     assert_eq!(methods, [Method::PUT, Method::PATCH, Method::DELETE, Method::OPTIONS, Method::HEAD]);
 }
+
+#[tokio::test]
+async fn a_connect_that_hangs_is_502_after_connect_timeout() {
+    // A listener whose accept queue is full: the kernel drops further SYNs,
+    // so connecting hangs, like a firewalled host.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = socket.listen(0).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let _filler = std::net::TcpStream::connect(addr).unwrap();
+
+    let keys = KeyDir::new();
+    let toml = config(&format!("http://{addr}"), &keys, "")
+        .replace("connect_timeout = \"1s\"", "connect_timeout = \"200ms\"")
+        .replace("\ntimeout = \"1s\"", "\ntimeout = \"5s\"");
+    let gate = Mmgate::start(&toml).await;
+    let started = Instant::now();
+    let reply = get(&gate.url("/reports/production"), &[AS_DASHBOARD]).await;
+    reply.assert_error(502, "upstream_unreachable");
+    assert!(started.elapsed() < Duration::from_millis(1500), "{:?}", started.elapsed());
+    drop(listener);
+}

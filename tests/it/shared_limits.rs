@@ -4,6 +4,7 @@
 
 use std::time::{Duration, Instant};
 
+use crate::cli::{free_port, spawn, terminate};
 use crate::support::redis::RedisServer;
 use crate::support::*;
 
@@ -13,19 +14,28 @@ fn shared_config(upstream: &Upstream, keys: &KeyDir, redis_url: &str, extra_limi
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_replicas_never_exceed_the_shared_limit_together() {
+async fn two_mmgate_processes_never_exceed_the_shared_limit_together() {
     let redis = RedisServer::start();
     let upstream = Upstream::start().await;
     let keys = KeyDir::new();
     let toml = shared_config(&upstream, &keys, &redis.url(), "");
-    let (a, b) = (Mmgate::start(&toml).await, Mmgate::start(&toml).await);
-    // Let both connect to Redis.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut replicas = Vec::new();
+    for name in ["a", "b"] {
+        let (port, admin) = (free_port(), free_port());
+        let path = keys.path(&format!("{name}.toml"));
+        let own = toml
+            .replace("\nlisten = \"127.0.0.1:0\"", &format!("\nlisten = \"127.0.0.1:{port}\""))
+            .replace("\nadmin_listen = \"127.0.0.1:0\"", &format!("\nadmin_listen = \"127.0.0.1:{admin}\""));
+        std::fs::write(&path, own).unwrap();
+        replicas.push((port, spawn(&path, &[], admin)));
+    }
+    // Both connect to Redis in the background: wait until both are ready.
+    tokio::time::sleep(Duration::from_millis(500)).await;
 
     let started = Instant::now();
     let mut calls = Vec::new();
     for i in 0..20 {
-        let url = if i % 2 == 0 { a.url("/reports/x") } else { b.url("/reports/x") };
+        let url = format!("http://127.0.0.1:{}/reports/x", replicas[i % 2].0);
         calls.push(tokio::spawn(async move { get(&url, &[AS_DASHBOARD]).await }));
     }
     let mut ok = 0;
@@ -45,6 +55,10 @@ async fn two_replicas_never_exceed_the_shared_limit_together() {
     assert_eq!(upstream.requests().len(), ok);
     assert!(across > 0, "some refusals come from the shared limiter");
     assert!(!redis.keys("mmgate:*").is_empty());
+    for (_, running) in replicas {
+        let (code, _) = terminate(running);
+        assert_eq!(code, 0);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
