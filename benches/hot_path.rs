@@ -10,6 +10,7 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use http::{HeaderMap, HeaderValue};
 use mmgate::config::Settings;
 use mmgate::graphql::{analyse, request, AnalysisCache, Limits};
+use mmgate::limit::{LimitClock, Limiters};
 use mmgate::route::normalise;
 
 /// A typical dashboard query, about 1 KB.
@@ -96,6 +97,11 @@ const CONFIG: &str = r#"
 [keys.reporting]
 env = "MM_BENCH_KEY"
 scopes = ["reporting", "erp"]
+limit = { per_second = 1000000000, burst = 1000000000 }
+budget = "acme"
+
+[budgets.acme]
+limit = { per_second = 1000000000, burst = 1000000000 }
 
 [[routes]]
 path = "/graphql"
@@ -118,7 +124,9 @@ fn request_path(c: &mut Criterion) {
     let mut config = CONFIG.to_owned();
     for i in 0..10 {
         let hash = mmgate::client::token_sha256_hex(&format!("token-{i}"));
-        config.push_str(&format!("[clients.c{i}]\ntoken_sha256 = \"{hash}\"\nscopes = [\"reporting\"]\n"));
+        config.push_str(&format!(
+            "[clients.c{i}]\ntoken_sha256 = \"{hash}\"\nscopes = [\"reporting\"]\nlimit = {{ per_second = 1000000000, burst = 1000000000 }}\n"
+        ));
     }
     let settings = Settings::from_toml(&config).expect("bench config");
     let mut headers = HeaderMap::new();
@@ -135,6 +143,16 @@ fn request_path(c: &mut Criterion) {
         b.iter(|| {
             let path = normalise(black_box("/reports/./x/../production")).ok()?;
             settings.routes.find(&path).map(|r| r.key)
+        })
+    });
+    let limiters = Limiters::new(&settings, None, LimitClock::real());
+    group.bench_function("limits_client_key_budget", |b| b.iter(|| limiters.admit(black_box(7), 0).is_ok()));
+    group.bench_function("identify_route_limit_together", |b| {
+        b.iter(|| {
+            let path = normalise(black_box("/reports/production")).ok()?;
+            let route = settings.routes.find(&path)?;
+            let client = settings.clients.identify(black_box(&headers), None).ok()?;
+            limiters.admit(client.id, route.key).ok()
         })
     });
     group.bench_function("identify_among_10_clients", |b| {

@@ -98,13 +98,24 @@ fn run_check(origin: ConfigOrigin, skip_keys: bool) -> ExitCode {
 }
 
 /// Logs to stderr, `RUST_LOG` filtering (default `info`), as text or JSON lines.
-fn init_logging(format: LogFormat) {
+///
+/// Lines are written by a background thread, so a request never waits on a
+/// `write(2)` to stderr (one per access-log line otherwise); the thread
+/// blocks callers only if it falls far behind, and lines are never dropped.
+/// Dropping the returned guard flushes what is left.
+fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .thread_name("mmgate-log")
+        .finish(std::io::stderr());
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer).with_ansi(ansi);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).init(),
     }
+    guard
 }
 
 fn serve(origin: ConfigOrigin) -> ExitCode {
@@ -140,7 +151,7 @@ async fn async_serve(origin: ConfigOrigin) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    init_logging(settings.server.log_format);
+    let _log_guard = init_logging(settings.server.log_format);
     for warning in &settings.warnings {
         tracing::warn!("{warning}");
     }

@@ -1,0 +1,191 @@
+#!/usr/bin/env bash
+# mmgate against nginx doing the same job (inject the key, keep upstream
+# connections alive) in front of the same local upstream, side by side.
+#
+#   bench/load.sh                 # ROUNDS=5 DURATION=10s CONNS=64 by default
+#
+# Layout on a 2-core machine: the two proxies get core 0 (nginx with one
+# worker, mmgate with TOKIO_WORKER_THREADS=1); the upstream (a second nginx
+# that answers 401 unless the key was injected) and wrk get core 1. Targets
+# alternate within each round, and medians with their spread are reported,
+# because shared machines are noisy. Every response must be 2xx.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+ROUNDS=${ROUNDS:-5}
+DURATION=${DURATION:-10s}
+CONNS=${CONNS:-64}
+RATE=${RATE:-2000}          # added-latency measurement, requests per second
+KEY="mm-bench-key-$(date +%s)"
+UP=18081 NGX=18082 MMG=18083 ADMIN=18093
+
+need() { command -v "$1" >/dev/null 2>&1; }
+if ! need nginx || ! need wrk || ! need taskset; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq && apt-get install -y -qq --no-install-recommends nginx-light wrk util-linux >/dev/null
+fi
+cargo build --release --locked --bin mmgate 2>&1 | tail -1
+cargo bench --locked --bench added_latency --no-run 2>&1 | tail -1
+LATENCY_BIN=$(ls -t target/release/deps/added_latency-* | grep -v '\.d$' | head -1)
+
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+# --- the upstream: answers 401 unless it sees the key ---------------------
+head -c $((20 * 1024 * 1024)) /dev/zero > "$work/big"
+cat > "$work/upstream.conf" <<EOF
+worker_processes 1;
+daemon off;
+pid $work/upstream.pid;
+error_log $work/upstream.err warn;
+events { worker_connections 8192; }
+http {
+  access_log off;
+  keepalive_requests 10000000;
+  client_body_temp_path $work;
+  server {
+    listen 127.0.0.1:$UP backlog=4096;
+    location /reports/big { root $work; try_files /big =404; }
+    location / {
+      if (\$http_authorization != "Bearer $KEY") { return 401; }
+      default_type application/json;
+      return 200 '{"data":{"machines":[{"name":"Haas VF-2"}]}}';
+    }
+  }
+}
+EOF
+taskset -c 1 nginx -c "$work/upstream.conf" -e "$work/upstream.err" & pids+=($!)
+
+# --- nginx as the proxy: one worker, key injected, upstream keepalive -----
+cat > "$work/proxy.conf" <<EOF
+worker_processes 1;
+daemon off;
+pid $work/proxy.pid;
+error_log $work/proxy.err warn;
+events { worker_connections 8192; }
+http {
+  access_log $work/proxy.access buffer=64k;
+  keepalive_requests 10000000;
+  client_body_temp_path $work;
+  proxy_temp_path $work;
+  upstream mm { server 127.0.0.1:$UP; keepalive 128; }
+  server {
+    listen 127.0.0.1:$NGX backlog=4096;
+    location / {
+      proxy_pass http://mm;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Authorization "Bearer $KEY";
+    }
+  }
+}
+EOF
+taskset -c 0 nginx -c "$work/proxy.conf" -e "$work/proxy.err" & pids+=($!)
+
+# --- mmgate: one runtime thread, same job plus its checks -----------------
+printf '%s\n' "$KEY" > "$work/key"
+cat > "$work/mmgate.toml" <<EOF
+[server]
+listen = "127.0.0.1:$MMG"
+admin_listen = "127.0.0.1:$ADMIN"
+[upstream]
+url = "http://127.0.0.1:$UP"
+[keys.reporting]
+file = "$work/key"
+scopes = ["reporting"]
+limit = { per_second = 1000000, burst = 1000000 }
+[[routes]]
+path = "/graphql"
+key = "reporting"
+scope = "reporting"
+kind = "graphql"
+[[routes]]
+path = "/reports/*"
+key = "reporting"
+scope = "reporting"
+[clients.bench]
+anonymous = true
+scopes = ["reporting"]
+EOF
+TOKIO_WORKER_THREADS=1 taskset -c 0 target/release/mmgate --config "$work/mmgate.toml" 2>"$work/mmgate.log" &
+MMG_PID=$!
+pids+=($MMG_PID)
+
+for port in $UP $NGX $MMG $ADMIN; do
+  for _ in $(seq 100); do (echo >/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.05; done
+done
+IDLE_AT_START_KB=$(awk '/^VmRSS/ {print $2}' "/proc/$MMG_PID/status")
+
+# A 1 KB GraphQL query, checked by mmgate on every request.
+QUERY='query MachineUtilization($start: timestamptz!, $end: timestamptz!) { machines(where: {decommissionedAt: {_is_null: true}}, order_by: {name: asc}) { machineRef name machineGroup { name } activities(where: {startAt: {_gte: $start}, endAt: {_lte: $end}}, order_by: {startAt: asc}, limit: 500) { activityRef startAt endAt state activitySet { activitySetRef name } } operatorRuns(where: {startAt: {_gte: $start}}, limit: 50) { operatorRunRef startAt endAt operator { name } } status { state since reason { name category } } currentJob { jobRef name partCount expectedPartCount } latestAnnotation { annotationRef message createdAt author { name } } downtime(where: {reason: {category: {_neq: \"planned\"}}}) { durationSeconds reason { name } } } }'
+cat > "$work/graphql.lua" <<EOF
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = '{"query":"$QUERY","variables":{"start":"2024-07-15T00:00:00Z","end":"2024-07-16T00:00:00Z"}}'
+EOF
+
+check_2xx() { # target url: one request must be a 2xx, as a sanity check
+  code=$(curl -s -o /dev/null -w '%{http_code}' "$@")
+  [[ $code == 2* ]] || { echo "FAIL: $* answered $code"; exit 1; }
+}
+check_2xx "http://127.0.0.1:$NGX/reports/production"
+check_2xx "http://127.0.0.1:$MMG/reports/production"
+check_2xx -X POST -H 'content-type: application/json' --data-binary "@<(sed -n 's/^wrk.body = .\(.*\).$/\1/p' "$work/graphql.lua")" "http://127.0.0.1:$MMG/graphql"
+
+run_wrk() { # name port scenario -> prints rps, fails on any non-2xx
+  local port=$2 scenario=$3 out
+  if [[ $scenario == graphql ]]; then
+    out=$(taskset -c 1 wrk -t1 -c"$CONNS" -d"$DURATION" -s "$work/graphql.lua" "http://127.0.0.1:$port/graphql")
+  else
+    out=$(taskset -c 1 wrk -t1 -c"$CONNS" -d"$DURATION" "http://127.0.0.1:$port/reports/production")
+  fi
+  if grep -q "Non-2xx" <<<"$out" || grep -q "Socket errors" <<<"$out"; then
+    echo "FAIL: $1 $scenario had non-2xx responses or socket errors:" >&2
+    echo "$out" >&2
+    exit 1
+  fi
+  awk '/Requests\/sec/ {print $2}' <<<"$out"
+}
+
+declare -A results
+for round in $(seq "$ROUNDS"); do
+  order="nginx mmgate"
+  (( round % 2 == 0 )) && order="mmgate nginx"
+  for scenario in rest graphql; do
+    for target in $order; do
+      port=$NGX; [[ $target == mmgate ]] && port=$MMG
+      rps=$(run_wrk "$target" "$port" "$scenario")
+      results[$target.$scenario]+="$rps "
+      echo "round $round $scenario $target: $rps req/s" >&2
+    done
+  done
+done
+
+stats() { # values -> "median (min-max)"
+  tr ' ' '\n' <<<"$1" | grep -v '^$' | sort -g | awk '{v[NR]=$1} END {m=(NR%2)?v[(NR+1)/2]:(v[NR/2]+v[NR/2+1])/2; printf "%.0f (%.0f-%.0f)", m, v[1], v[NR]}'
+}
+median() { tr ' ' '\n' <<<"$1" | grep -v '^$' | sort -g | awk '{v[NR]=$1} END {print (NR%2)?v[(NR+1)/2]:(v[NR/2]+v[NR/2+1])/2}'; }
+
+echo
+echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
+echo "wrk: -t1 -c$CONNS -d$DURATION, $ROUNDS rounds, targets alternating"
+printf '%-10s %-26s %-26s %s\n' scenario "nginx req/s median (range)" "mmgate req/s median (range)" "mmgate/nginx"
+for scenario in rest graphql; do
+  n=$(median "${results[nginx.$scenario]}"); m=$(median "${results[mmgate.$scenario]}")
+  printf '%-10s %-26s %-26s %.2f\n' "$scenario" "$(stats "${results[nginx.$scenario]}")" "$(stats "${results[mmgate.$scenario]}")" "$(awk -v a="$m" -v b="$n" 'BEGIN{print a/b}')"
+done
+
+echo
+taskset -c 1 "$LATENCY_BIN" "http://127.0.0.1:$UP/reports/production" "http://127.0.0.1:$MMG/reports/production" "$KEY" "$RATE" 10
+
+# --- memory -----------------------------------------------------------------
+echo
+echo "mmgate idle RSS at start: $(( IDLE_AT_START_KB / 1024 )) MiB ($IDLE_AT_START_KB KiB)"
+python3 bench/memory.py stream "http://127.0.0.1:$MMG/reports/big" "$MMG_PID"
+python3 bench/memory.py idle 127.0.0.1 "$MMG" 1000 "$MMG_PID"
