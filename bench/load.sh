@@ -70,7 +70,7 @@ pid $work/proxy.pid;
 error_log $work/proxy.err warn;
 events { worker_connections 8192; }
 http {
-  access_log $work/proxy.access buffer=64k;
+  access_log $work/proxy.access combined buffer=64k;
   keepalive_requests 10000000;
   client_body_temp_path $work;
   proxy_temp_path $work;
@@ -123,12 +123,16 @@ done
 IDLE_AT_START_KB=$(awk '/^VmRSS/ {print $2}' "/proc/$MMG_PID/status")
 
 # A 1 KB GraphQL query, checked by mmgate on every request.
-QUERY='query MachineUtilization($start: timestamptz!, $end: timestamptz!) { machines(where: {decommissionedAt: {_is_null: true}}, order_by: {name: asc}) { machineRef name machineGroup { name } activities(where: {startAt: {_gte: $start}, endAt: {_lte: $end}}, order_by: {startAt: asc}, limit: 500) { activityRef startAt endAt state activitySet { activitySetRef name } } operatorRuns(where: {startAt: {_gte: $start}}, limit: 50) { operatorRunRef startAt endAt operator { name } } status { state since reason { name category } } currentJob { jobRef name partCount expectedPartCount } latestAnnotation { annotationRef message createdAt author { name } } downtime(where: {reason: {category: {_neq: \"planned\"}}}) { durationSeconds reason { name } } } }'
+QUERY='query MachineUtilization($start: timestamptz!, $end: timestamptz!) { machines(where: {decommissionedAt: {_is_null: true}}, order_by: {name: asc}) { machineRef name machineGroup { name } activities(where: {startAt: {_gte: $start}, endAt: {_lte: $end}}, order_by: {startAt: asc}, limit: 500) { activityRef startAt endAt state activitySet { activitySetRef name } } operatorRuns(where: {startAt: {_gte: $start}}, limit: 50) { operatorRunRef startAt endAt operator { name } } status { state since reason { name category } } currentJob { jobRef name partCount expectedPartCount } latestAnnotation { annotationRef message createdAt author { name } } downtime(where: {reason: {category: {_neq: "planned"}}}) { durationSeconds reason { name } } } }'
+QUERY="$QUERY" python3 -c 'import json, os; print(json.dumps({"query": os.environ["QUERY"], "variables": {"start": "2024-07-15T00:00:00Z", "end": "2024-07-16T00:00:00Z"}}), end="")' > "$work/graphql.json"
 cat > "$work/graphql.lua" <<EOF
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
-wrk.body = '{"query":"$QUERY","variables":{"start":"2024-07-15T00:00:00Z","end":"2024-07-16T00:00:00Z"}}'
+local f = io.open("$work/graphql.json")
+wrk.body = f:read("*a")
+f:close()
 EOF
+echo "GraphQL body: $(wc -c < "$work/graphql.json") bytes" >&2
 
 check_2xx() { # target url: one request must be a 2xx, as a sanity check
   code=$(curl -s -o /dev/null -w '%{http_code}' "$@")
@@ -136,7 +140,7 @@ check_2xx() { # target url: one request must be a 2xx, as a sanity check
 }
 check_2xx "http://127.0.0.1:$NGX/reports/production"
 check_2xx "http://127.0.0.1:$MMG/reports/production"
-check_2xx -X POST -H 'content-type: application/json' --data-binary "@<(sed -n 's/^wrk.body = .\(.*\).$/\1/p' "$work/graphql.lua")" "http://127.0.0.1:$MMG/graphql"
+check_2xx -X POST -H 'content-type: application/json' --data-binary "@$work/graphql.json" "http://127.0.0.1:$MMG/graphql"
 
 run_wrk() { # name port scenario -> prints rps, fails on any non-2xx
   local port=$2 scenario=$3 out

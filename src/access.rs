@@ -93,6 +93,11 @@ impl Exchange {
 
 impl Drop for Exchange {
     fn drop(&mut self) {
+        // Dropped before a response existed: the caller went away first
+        // (nginx's 499, "client closed request").
+        if self.status == 0 {
+            self.status = 499;
+        }
         let latency = self.started.elapsed();
         let route = Label(self.route.clone().unwrap_or_else(|| "none".into()));
         let client = Label(self.client.clone().unwrap_or_else(|| "none".into()));

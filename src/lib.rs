@@ -29,6 +29,7 @@ pub mod forward;
 pub mod graphql;
 pub mod keys;
 pub mod limit;
+pub mod logging;
 pub mod metrics;
 pub mod policy;
 pub mod proxy;

@@ -12,30 +12,61 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use notify::{RecommendedWatcher, RecursiveMode, Watcher};
+use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 
 use super::KeySource;
 use crate::state::Gate;
 
-/// Directories holding the current config's file keys.
-fn directories(gate: &Gate) -> BTreeSet<PathBuf> {
+/// The current config's key files.
+fn key_files(gate: &Gate) -> BTreeSet<PathBuf> {
     gate.runtime()
         .keys
         .iter()
         .filter_map(|slot| match slot.source() {
-            KeySource::File(path) => Some(match path.parent() {
-                Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
-                _ => PathBuf::from("."),
-            }),
+            KeySource::File(path) => Some(path.clone()),
             KeySource::Env(_) => None,
         })
         .collect()
 }
 
-fn start_watcher(dirs: &BTreeSet<PathBuf>, events: mpsc::UnboundedSender<()>) -> Option<RecommendedWatcher> {
-    let mut watcher = match notify::recommended_watcher(move |_event| {
-        let _ = events.send(());
+/// Directories holding the current config's file keys.
+fn directories(gate: &Gate) -> BTreeSet<PathBuf> {
+    key_files(gate)
+        .iter()
+        .map(|path| match path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+            _ => PathBuf::from("."),
+        })
+        .collect()
+}
+
+/// Whether a change to `path` can change a key: the key file itself, or a
+/// Kubernetes `..data`-style entry (the atomic writer's symlink and directories).
+/// Other files in the same directory (logs, say) must not cause re-reads.
+fn concerns_a_key(path: &Path, keys: &BTreeSet<PathBuf>) -> bool {
+    // Compared by file name: inotify reports `dir/name` as the watch was
+    // given, which may not be spelled like the configured path.
+    let Some(name) = path.file_name() else { return true };
+    name.as_encoded_bytes().starts_with(b"..") || keys.iter().any(|k| k.file_name() == Some(name))
+}
+
+fn start_watcher(
+    gate: &Gate,
+    dirs: &BTreeSet<PathBuf>,
+    events: mpsc::UnboundedSender<()>,
+) -> Option<RecommendedWatcher> {
+    let keys = key_files(gate);
+    let mut watcher = match notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        // Reading a key is itself an event (open, access, close): reacting to
+        // those would re-read for ever. An error may mean missed events:
+        // re-read to be safe.
+        let relevant = event.map_or(true, |e| {
+            !matches!(e.kind, EventKind::Access(_)) && e.paths.iter().any(|p| concerns_a_key(p, &keys))
+        });
+        if relevant {
+            let _ = events.send(());
+        }
     }) {
         Ok(watcher) => watcher,
         Err(e) => {
@@ -57,7 +88,8 @@ pub fn watch(gate: Arc<Gate>, poll: Duration, events: bool) -> tokio::task::Join
     tokio::spawn(async move {
         let (tx, mut rx) = mpsc::unbounded_channel();
         let mut dirs = directories(&gate);
-        let mut watcher = if events { start_watcher(&dirs, tx.clone()) } else { None };
+        let mut watched = key_files(&gate);
+        let mut watcher = if events { start_watcher(&gate, &dirs, tx.clone()) } else { None };
         let mut tick = tokio::time::interval(poll);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tick.tick().await;
@@ -77,10 +109,11 @@ pub fn watch(gate: Arc<Gate>, poll: Duration, events: bool) -> tokio::task::Join
             let _ = tokio::task::spawn_blocking(move || runtime.keys.refresh_files(why)).await;
             // After a reload the set of key files may differ.
             let now = directories(&gate);
-            if events && now != dirs {
+            if events && (now != dirs || watched != key_files(&gate)) {
                 dirs = now;
+                watched = key_files(&gate);
                 drop(watcher.take());
-                watcher = start_watcher(&dirs, tx.clone());
+                watcher = start_watcher(&gate, &dirs, tx.clone());
             }
         }
     })

@@ -123,3 +123,29 @@ async fn sigterm_lets_a_slow_request_finish_then_exits_0() {
     assert_eq!(code, 0, "{logs}");
     assert!(logs.contains("SIGTERM"), "{logs}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_reads_do_not_retrigger_themselves_and_other_files_are_ignored() {
+    // Regression: reading a key is itself an inotify event (open, access,
+    // close); reacting to it re-read the key about twenty times a second.
+    let upstream = Upstream::start().await;
+    let keys = KeyDir::new();
+    let (bin, toml) = Binary::config(&upstream, &keys, "");
+    std::fs::write(&bin.path, with_lines(&toml, "server", "key_poll_interval = \"1h\"")).unwrap();
+    let child = spawn(&bin.path, &[("RUST_LOG", "mmgate=debug")], bin.admin);
+    // Busy neighbours in the key directory (a log, say) cause no re-read.
+    for i in 0..20 {
+        std::fs::write(keys.path("neighbour.log"), format!("line {i}\n")).unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let quiet = child.logs().matches("key file changed").count();
+    assert_eq!(quiet, 0, "re-reads without a key change:\n{}", child.logs());
+    // A key change is one burst of re-reads, not a loop.
+    std::fs::write(keys.path("reporting.key"), NEW_KEY).unwrap();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let after = child.logs().matches("key file changed").count();
+    assert!((1..=3).contains(&after), "{after} re-reads for one change:\n{}", child.logs());
+    let (code, _) = terminate(child);
+    assert_eq!(code, 0);
+}
