@@ -49,7 +49,12 @@ pub fn client(upstream: &UpstreamSettings) -> UpstreamClient {
         .https_or_http()
         .enable_http1()
         .wrap_connector(http);
-    Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(60)).build(https)
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(60))
+        // Only requests never written to a connection are retried (the pooled
+        // connection had closed): nothing that reached the upstream is resent.
+        .retry_canceled_requests(true)
+        .build(https)
 }
 
 /// Headers that describe one connection and never cross a proxy (RFC 9110 §7.6.1).
