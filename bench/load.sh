@@ -186,7 +186,11 @@ for scenario in rest graphql; do
 done
 
 echo
-taskset -c 1 "$LATENCY_BIN" "http://127.0.0.1:$UP/reports/production" "http://127.0.0.1:$MMG/reports/production" "$KEY" "$RATE" 10
+for target in nginx mmgate; do
+  port=$NGX; [[ $target == mmgate ]] && port=$MMG
+  echo -n "$target: "
+  taskset -c 1 "$LATENCY_BIN" "http://127.0.0.1:$UP/reports/production" "http://127.0.0.1:$port/reports/production" "$KEY" "$RATE" 10
+done
 
 # --- memory -----------------------------------------------------------------
 echo
