@@ -22,10 +22,6 @@ fn run(cmd: &mut Command) -> (i32, String, String) {
     )
 }
 
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 #[test]
 fn missing_key_is_one_line_naming_the_variable_and_exit_2() {
     let (code, stdout, stderr) = run(&mut mmgate());
@@ -173,10 +169,7 @@ pub fn terminate(running: Running) -> (i32, String) {
 async fn trace_logs_never_contain_a_key_or_token() {
     let upstream = Upstream::start().await;
     let keys = KeyDir::new();
-    let (port, admin) = (free_port(), free_port());
-    let toml = config(&upstream.url(), &keys, "")
-        .replace("\nlisten = \"127.0.0.1:0\"", &format!("\nlisten = \"127.0.0.1:{port}\""))
-        .replace("\nadmin_listen = \"127.0.0.1:0\"", &format!("\nadmin_listen = \"127.0.0.1:{admin}\""));
+    let (port, admin, toml) = on_free_ports(&config(&upstream.url(), &keys, ""));
     let path = keys.path("mmgate.toml");
     std::fs::write(&path, toml).unwrap();
     let child = spawn(&path, &[("RUST_LOG", "trace")], admin);

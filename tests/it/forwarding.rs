@@ -175,7 +175,7 @@ async fn oversized_headers_are_431() {
 #[tokio::test]
 async fn unreachable_upstream_is_502() {
     // Bind then drop a listener: nothing listens on that port any more.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = free_port();
     let keys = KeyDir::new();
     let gate = Mmgate::start(&config(&format!("http://127.0.0.1:{port}"), &keys, "")).await;
     let reply = get(&gate.url("/reports/production"), &[AS_DASHBOARD]).await;

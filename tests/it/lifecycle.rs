@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use mmgate::keys::Fingerprint;
 
-use crate::cli::{free_port, spawn, terminate, Running};
+use crate::cli::{spawn, terminate, Running};
 use crate::support::*;
 
 const NEW_KEY: &str = "mm-reporting-key-ROTATED-3333";
@@ -20,10 +20,7 @@ struct Binary {
 
 impl Binary {
     fn config(upstream: &Upstream, keys: &KeyDir, extra: &str) -> (Self, String) {
-        let (port, admin) = (free_port(), free_port());
-        let toml = config(&upstream.url(), keys, extra)
-            .replace("\nlisten = \"127.0.0.1:0\"", &format!("\nlisten = \"127.0.0.1:{port}\""))
-            .replace("\nadmin_listen = \"127.0.0.1:0\"", &format!("\nadmin_listen = \"127.0.0.1:{admin}\""));
+        let (port, admin, toml) = on_free_ports(&config(&upstream.url(), keys, extra));
         (Self { port, admin, path: keys.path("mmgate.toml") }, toml)
     }
 

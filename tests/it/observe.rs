@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use mmgate::keys::Fingerprint;
 
-use crate::cli::{free_port, spawn, terminate};
+use crate::cli::{spawn, terminate};
 use crate::support::*;
 
 /// The value of one sample line (`name{labels} value`) in a metrics text.
@@ -69,10 +69,7 @@ async fn metrics_after_a_mix_of_requests() {
 async fn access_log_lines_carry_every_field_as_json() {
     let upstream = Upstream::start().await;
     let keys = KeyDir::new();
-    let (port, admin) = (free_port(), free_port());
-    let toml = config(&upstream.url(), &keys, "")
-        .replace("\nlisten = \"127.0.0.1:0\"", &format!("\nlisten = \"127.0.0.1:{port}\""))
-        .replace("\nadmin_listen = \"127.0.0.1:0\"", &format!("\nadmin_listen = \"127.0.0.1:{admin}\""));
+    let (port, admin, toml) = on_free_ports(&config(&upstream.url(), &keys, ""));
     let path = keys.path("mmgate.toml");
     std::fs::write(&path, toml).unwrap();
     let child = spawn(&path, &[("MMGATE_SERVER__LOG_FORMAT", "json")], admin);

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::cli::{free_port, spawn, terminate};
+use crate::cli::{spawn, terminate};
 use crate::support::redis::RedisServer;
 use crate::support::*;
 
@@ -21,11 +21,8 @@ async fn two_mmgate_processes_never_exceed_the_shared_limit_together() {
     let toml = shared_config(&upstream, &keys, &redis.url(), "");
     let mut replicas = Vec::new();
     for name in ["a", "b"] {
-        let (port, admin) = (free_port(), free_port());
+        let (port, admin, own) = on_free_ports(&toml);
         let path = keys.path(&format!("{name}.toml"));
-        let own = toml
-            .replace("\nlisten = \"127.0.0.1:0\"", &format!("\nlisten = \"127.0.0.1:{port}\""))
-            .replace("\nadmin_listen = \"127.0.0.1:0\"", &format!("\nadmin_listen = \"127.0.0.1:{admin}\""));
         std::fs::write(&path, own).unwrap();
         replicas.push((port, spawn(&path, &[], admin)));
     }
@@ -94,7 +91,7 @@ async fn redis_down_fails_open_and_comes_back_by_itself() {
 async fn fail_closed_refuses_with_503_when_redis_is_unreachable() {
     let upstream = Upstream::start().await;
     let keys = KeyDir::new();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = free_port();
     let toml = shared_config(&upstream, &keys, &format!("redis://127.0.0.1:{port}"), "fail_open = false");
     let gate = Mmgate::start(&toml).await;
     let reply = get(&gate.url("/reports/x"), &[AS_DASHBOARD]).await;

@@ -288,3 +288,17 @@ pub async fn send_streaming(url: &str, headers: &[(&str, &str)], body: Streaming
     let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
     Reply { status: parts.status, headers: parts.headers, body }
 }
+
+/// A loopback port free right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// `toml` (the standard config) moved to free proxy and admin ports, for a test that runs the binary.
+pub fn on_free_ports(toml: &str) -> (u16, u16, String) {
+    let (port, admin) = (free_port(), free_port());
+    let toml = toml
+        .replace("\nlisten = \"127.0.0.1:0\"", &format!("\nlisten = \"127.0.0.1:{port}\""))
+        .replace("\nadmin_listen = \"127.0.0.1:0\"", &format!("\nadmin_listen = \"127.0.0.1:{admin}\""));
+    (port, admin, toml)
+}

@@ -12,7 +12,7 @@ pub struct RedisServer {
 
 impl RedisServer {
     pub fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = super::free_port();
         let mut server = Self { port, child: None, dir: tempfile::tempdir().unwrap() };
         server.restart();
         server
