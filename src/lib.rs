@@ -6,18 +6,21 @@
 //! (`proxy` sequences these steps; each lives in its own module):
 //!
 //! 1. `route`   normalise the path and choose the route (404 `no_route`)
-//! 2. `client`  identify the caller by token hash or as anonymous (401)
+//! 2. `client`  identify the caller by token hash, Unix uid or as anonymous (401)
 //! 3. `policy`  check the route's scope against the caller's allowlist;
 //!    on GraphQL routes `graphql` parses every operation first (400, 403)
-//! 4. `limit`   rate limits per client, key and budget (429)
+//! 4. `limit`   cool-downs, in-flight caps, rate limits per client, key and
+//!    budget, locally then across replicas through Redis (429)
 //! 5. `forward` strip credentials and hop-by-hop headers, inject the key,
 //!    stream to the upstream and back (413, 502, 504)
 //! 6. `error`   the one place a refusal becomes a JSON response
 //!
 //! Around them: `config` (TOML + env -> validated `Settings`), `keys` (key
-//! sources and fingerprints), `state` (the snapshot every request reads),
-//! `server` (listeners, connections, shutdown), `admin` (`/healthz`,
-//! `/readyz`), `check` (`mmgate check` and `mmgate token`).
+//! sources, fingerprints, watching key files), `state` (the snapshot every
+//! request reads, reload), `access` (one request's log line and metrics,
+//! written when its response ends), `metrics` (Prometheus), `logging`
+//! (buffered stderr), `server` (listeners, connections, shutdown), `admin`
+//! (`/healthz`, `/readyz`, `/metrics`), `check` (`mmgate check`, `token`).
 
 pub mod access;
 pub mod admin;
