@@ -27,6 +27,10 @@ pub fn check(settings: &Settings, skip_keys: bool) -> Report {
     let _ = writeln!(out, "listen        {}", s.server.listen);
     let _ = writeln!(out, "admin_listen  {}", s.server.admin_listen);
     let _ = writeln!(out, "upstream      {}", s.upstream.url);
+    if let Some(shared) = &s.shared {
+        let when_down = if shared.fail_open { "fail open" } else { "fail closed" };
+        let _ = writeln!(out, "shared limits {} ({when_down}, timeout {:?})", shared.display, shared.timeout);
+    }
 
     let _ = writeln!(out, "\nroutes");
     for route in s.routes.iter() {

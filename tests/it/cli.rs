@@ -247,3 +247,18 @@ fn config_schema_describes_the_config() {
     assert_eq!(schema["$defs"]["RawServer"]["additionalProperties"], false);
     assert!(schema["$defs"]["RawRoute"]["properties"]["mutation_scope"]["description"].is_string());
 }
+
+#[test]
+fn check_never_shows_a_redis_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("redis.toml");
+    std::fs::write(
+        &path,
+        "[keys.r]\nenv = \"MM_R\"\nscopes = [\"reporting\"]\n[[routes]]\npath = \"/r/*\"\nkey = \"r\"\nscope = \"reporting\"\n[limits]\nredis = \"redis://:hunter2-secret@127.0.0.1:6379\"\n",
+    )
+    .unwrap();
+    let (code, stdout, stderr) = run(mmgate().args(["check", "--skip-keys", "--config"]).arg(&path));
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.contains("shared limits redis://127.0.0.1:6379"), "{stdout}");
+    assert!(!stdout.contains("hunter2") && !stderr.contains("hunter2"));
+}
