@@ -12,6 +12,7 @@ use mmgate::logging::{BufferedStderr, FlushOnDrop};
 use mmgate::server::Server;
 use mmgate::{check, Gate, Runtime};
 use tokio::signal::unix::{signal, SignalKind};
+use tracing_subscriber::field::MakeExt;
 use tracing_subscriber::EnvFilter;
 
 /// Exit code for a configuration or key error at start.
@@ -107,7 +108,21 @@ fn init_logging(format: LogFormat) -> FlushOnDrop {
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer).with_ansi(ansi);
     match format {
-        LogFormat::Text => builder.init(),
+        // Plain `name=value` fields: the default field formatter styles every
+        // field name through nu-ansi-term even with colours off, which was a
+        // tenth of a request's instructions (callgrind) for the access line.
+        LogFormat::Text => builder
+            .fmt_fields(
+                tracing_subscriber::fmt::format::debug_fn(|w, field, value| {
+                    if field.name() == "message" {
+                        write!(w, "{value:?}")
+                    } else {
+                        write!(w, "{field}={value:?}")
+                    }
+                })
+                .delimited(" "),
+            )
+            .init(),
         LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).init(),
     }
     guard

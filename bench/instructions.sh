@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Instructions mmgate executes per proxied request, counted by valgrind's
+# callgrind: repeatable to about ±5 % here (take the median of three runs),
+# where wrk's requests per second vary by tens of percent between runs.
+# Compare two builds with it before trusting a small optimisation.
+#
+#   bench/instructions.sh [BINARY]      # default: target/release/mmgate
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=${1:-target/release/mmgate}
+need() { command -v "$1" >/dev/null 2>&1; }
+if ! need valgrind || ! need nginx; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq && apt-get install -y -qq --no-install-recommends valgrind nginx-light >/dev/null
+fi
+[[ -x $BIN ]] || cargo build --release --locked --bin mmgate 2>&1 | tail -1
+cargo bench --locked --bench added_latency --no-run 2>&1 | tail -1
+LAT=$(ls -t target/release/deps/added_latency-* | grep -v '\.d$' | head -1)
+work=$(mktemp -d)
+trap 'pkill -f "nginx -c $work" 2>/dev/null || true; rm -rf "$work"' EXIT
+UP=18181 MMG=18183 ADMIN=18193 KEY=bench-key RATE=400 SECONDS_=5
+
+cat > "$work/up.conf" <<EOF2
+worker_processes 1;
+daemon off;
+pid $work/up.pid;
+error_log $work/up.err warn;
+events { worker_connections 1024; }
+http { access_log off; client_body_temp_path $work;
+  server { listen 127.0.0.1:$UP;
+    location / { if (\$http_authorization != "Bearer $KEY") { return 401; } return 200 '{"data":{}}'; } } }
+EOF2
+nginx -c "$work/up.conf" -e "$work/up.err" &
+printf '%s\n' "$KEY" > "$work/key"
+cat > "$work/mmgate.toml" <<EOF2
+[server]
+listen = "127.0.0.1:$MMG"
+admin_listen = "127.0.0.1:$ADMIN"
+[upstream]
+url = "http://127.0.0.1:$UP"
+[keys.reporting]
+file = "$work/key"
+scopes = ["reporting"]
+limit = { per_second = 1000000, burst = 1000000 }
+[[routes]]
+path = "/reports/*"
+key = "reporting"
+scope = "reporting"
+[clients.bench]
+anonymous = true
+scopes = ["reporting"]
+EOF2
+
+run() { # requests-per-second (0: none) -> total instructions
+  TOKIO_WORKER_THREADS=1 valgrind --tool=callgrind --callgrind-out-file="$work/cg.$1" "$BIN" --config "$work/mmgate.toml" >"$work/vg.$1" 2>&1 &
+  local pid=$!
+  for _ in $(seq 200); do (echo >/dev/tcp/127.0.0.1/$MMG) 2>/dev/null && break; sleep 0.1; done
+  if [[ $1 != 0 ]]; then
+    "$LAT" "http://127.0.0.1:$UP/reports/production" "http://127.0.0.1:$MMG/reports/production" "$KEY" "$1" "$SECONDS_" >/dev/null
+  fi
+  sleep 1
+  kill -INT $pid
+  wait $pid || true
+  awk '/refs:/ {gsub(",", "", $4); print $4}' "$work/vg.$1"
+}
+idle=$(run 0)
+busy=$(run $RATE)
+# The latency probe sends half of its requests through mmgate, plus 50 to warm up.
+requests=$(( RATE * SECONDS_ / 2 + 50 ))
+echo "instructions per proxied request: $(( (busy - idle) / requests )) ($requests keep-alive GET /reports/production, access log on)"
