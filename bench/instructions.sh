@@ -7,6 +7,7 @@
 #   bench/instructions.sh [BINARY]      # default: target/release/mmgate
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/common.sh
 BIN=${1:-target/release/mmgate}
 need() { command -v "$1" >/dev/null 2>&1; }
 if ! need valgrind || ! need nginx; then
@@ -14,47 +15,19 @@ if ! need valgrind || ! need nginx; then
   apt-get update -qq && apt-get install -y -qq --no-install-recommends valgrind nginx-light >/dev/null
 fi
 [[ -x $BIN ]] || cargo build --release --locked --bin mmgate 2>&1 | tail -1
-cargo bench --locked --bench added_latency --no-run 2>&1 | tail -1
-LAT=$(ls -t target/release/deps/added_latency-* | grep -v '\.d$' | head -1)
+LAT=$(latency_probe)
 work=$(mktemp -d)
 trap 'pkill -f "nginx -c $work" 2>/dev/null || true; rm -rf "$work"' EXIT
 UP=18181 MMG=18183 ADMIN=18193 KEY=bench-key RATE=400 SECONDS_=5
 
-cat > "$work/up.conf" <<EOF2
-worker_processes 1;
-daemon off;
-pid $work/up.pid;
-error_log $work/up.err warn;
-events { worker_connections 1024; }
-http { access_log off; client_body_temp_path $work;
-  server { listen 127.0.0.1:$UP;
-    location / { if (\$http_authorization != "Bearer $KEY") { return 401; } return 200 '{"data":{}}'; } } }
-EOF2
-nginx -c "$work/up.conf" -e "$work/up.err" &
-printf '%s\n' "$KEY" > "$work/key"
-cat > "$work/mmgate.toml" <<EOF2
-[server]
-listen = "127.0.0.1:$MMG"
-admin_listen = "127.0.0.1:$ADMIN"
-[upstream]
-url = "http://127.0.0.1:$UP"
-[keys.reporting]
-file = "$work/key"
-scopes = ["reporting"]
-limit = { per_second = 1000000, burst = 1000000 }
-[[routes]]
-path = "/reports/*"
-key = "reporting"
-scope = "reporting"
-[clients.bench]
-anonymous = true
-scopes = ["reporting"]
-EOF2
+write_upstream_conf "$work" "$UP" "$KEY"
+nginx -c "$work/upstream.conf" -e "$work/upstream.err" &
+write_mmgate_conf "$work" "$MMG" "$ADMIN" "$UP" "$KEY"
 
 run() { # requests-per-second (0: none) -> total instructions
   TOKIO_WORKER_THREADS=1 valgrind --tool=callgrind --callgrind-out-file="$work/cg.$1" "$BIN" --config "$work/mmgate.toml" >"$work/vg.$1" 2>&1 &
   local pid=$!
-  for _ in $(seq 200); do (echo >/dev/tcp/127.0.0.1/$MMG) 2>/dev/null && break; sleep 0.1; done
+  wait_for_ports "$MMG"
   if [[ $1 != 0 ]]; then
     "$LAT" "http://127.0.0.1:$UP/reports/production" "http://127.0.0.1:$MMG/reports/production" "$KEY" "$1" "$SECONDS_" >/dev/null
   fi

@@ -11,6 +11,7 @@
 # because shared machines are noisy. Every response must be 2xx.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/common.sh
 
 ROUNDS=${ROUNDS:-5}
 DURATION=${DURATION:-10s}
@@ -25,8 +26,7 @@ if ! need nginx || ! need wrk || ! need taskset; then
   apt-get update -qq && apt-get install -y -qq --no-install-recommends nginx-light wrk util-linux >/dev/null
 fi
 cargo build --release --locked --bin mmgate 2>&1 | tail -1
-cargo bench --locked --bench added_latency --no-run 2>&1 | tail -1
-LATENCY_BIN=$(ls -t target/release/deps/added_latency-* | grep -v '\.d$' | head -1)
+LATENCY_BIN=$(latency_probe)
 
 work=$(mktemp -d)
 pids=()
@@ -39,27 +39,7 @@ trap cleanup EXIT
 
 # --- the upstream: answers 401 unless it sees the key ---------------------
 head -c $((20 * 1024 * 1024)) /dev/zero > "$work/big"
-cat > "$work/upstream.conf" <<EOF
-worker_processes 1;
-daemon off;
-pid $work/upstream.pid;
-error_log $work/upstream.err warn;
-events { worker_connections 8192; }
-http {
-  access_log off;
-  keepalive_requests 10000000;
-  client_body_temp_path $work;
-  server {
-    listen 127.0.0.1:$UP backlog=4096;
-    location /reports/big { root $work; try_files /big =404; }
-    location / {
-      if (\$http_authorization != "Bearer $KEY") { return 401; }
-      default_type application/json;
-      return 200 '{"data":{"machines":[{"name":"Haas VF-2"}]}}';
-    }
-  }
-}
-EOF
+write_upstream_conf "$work" "$UP" "$KEY"
 taskset -c 1 nginx -c "$work/upstream.conf" -e "$work/upstream.err" & pids+=($!)
 
 # --- nginx as the proxy: one worker, key injected, upstream keepalive -----
@@ -89,37 +69,12 @@ EOF
 taskset -c 0 nginx -c "$work/proxy.conf" -e "$work/proxy.err" & pids+=($!)
 
 # --- mmgate: one runtime thread, same job plus its checks -----------------
-printf '%s\n' "$KEY" > "$work/key"
-cat > "$work/mmgate.toml" <<EOF
-[server]
-listen = "127.0.0.1:$MMG"
-admin_listen = "127.0.0.1:$ADMIN"
-[upstream]
-url = "http://127.0.0.1:$UP"
-[keys.reporting]
-file = "$work/key"
-scopes = ["reporting"]
-limit = { per_second = 1000000, burst = 1000000 }
-[[routes]]
-path = "/graphql"
-key = "reporting"
-scope = "reporting"
-kind = "graphql"
-[[routes]]
-path = "/reports/*"
-key = "reporting"
-scope = "reporting"
-[clients.bench]
-anonymous = true
-scopes = ["reporting"]
-EOF
+write_mmgate_conf "$work" "$MMG" "$ADMIN" "$UP" "$KEY"
 TOKIO_WORKER_THREADS=1 taskset -c 0 target/release/mmgate --config "$work/mmgate.toml" 2>"$work/mmgate.log" &
 MMG_PID=$!
 pids+=($MMG_PID)
 
-for port in $UP $NGX $MMG $ADMIN; do
-  for _ in $(seq 100); do (echo >/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.05; done
-done
+wait_for_ports $UP $NGX $MMG $ADMIN
 IDLE_AT_START_KB=$(awk '/^VmRSS/ {print $2}' "/proc/$MMG_PID/status")
 
 # A 1 KB GraphQL query, checked by mmgate on every request.

@@ -1,0 +1,74 @@
+# Shared by bench/load.sh and bench/instructions.sh (sourced, not run):
+# the local upstream, mmgate's bench config, waiting for ports.
+
+# An nginx upstream on 127.0.0.1:$2 in dir $1 that answers 401 unless it sees
+# `Authorization: Bearer $3`, and serves $1/big at /reports/big.
+write_upstream_conf() {
+  local dir=$1 port=$2 key=$3
+  cat > "$dir/upstream.conf" <<CONF
+worker_processes 1;
+daemon off;
+pid $dir/upstream.pid;
+error_log $dir/upstream.err warn;
+events { worker_connections 8192; }
+http {
+  access_log off;
+  keepalive_requests 10000000;
+  client_body_temp_path $dir;
+  server {
+    listen 127.0.0.1:$port backlog=4096;
+    location /reports/big { root $dir; try_files /big =404; }
+    location / {
+      if (\$http_authorization != "Bearer $key") { return 401; }
+      default_type application/json;
+      return 200 '{"data":{"machines":[{"name":"Haas VF-2"}]}}';
+    }
+  }
+}
+CONF
+}
+
+# mmgate's bench config in $1/mmgate.toml: listen $2, admin $3, upstream port
+# $4, key $5 in a file; /graphql and /reports/*; an anonymous client; a key
+# limit high enough never to refuse, so that the limiter's cost is measured.
+write_mmgate_conf() {
+  local dir=$1 listen=$2 admin=$3 upstream=$4 key=$5
+  printf '%s\n' "$key" > "$dir/key"
+  cat > "$dir/mmgate.toml" <<CONF
+[server]
+listen = "127.0.0.1:$listen"
+admin_listen = "127.0.0.1:$admin"
+[upstream]
+url = "http://127.0.0.1:$upstream"
+[keys.reporting]
+file = "$dir/key"
+scopes = ["reporting"]
+limit = { per_second = 1000000, burst = 1000000 }
+[[routes]]
+path = "/graphql"
+key = "reporting"
+scope = "reporting"
+kind = "graphql"
+[[routes]]
+path = "/reports/*"
+key = "reporting"
+scope = "reporting"
+[clients.bench]
+anonymous = true
+scopes = ["reporting"]
+CONF
+}
+
+# Waits until every given loopback port accepts connections.
+wait_for_ports() {
+  local port
+  for port in "$@"; do
+    for _ in $(seq 200); do (echo >/dev/tcp/127.0.0.1/"$port") 2>/dev/null && break; sleep 0.05; done
+  done
+}
+
+# Builds the added-latency probe and prints its path.
+latency_probe() {
+  cargo bench --locked --bench added_latency --no-run 2>&1 | tail -1 >&2
+  ls -t target/release/deps/added_latency-* | grep -v '\.d$' | head -1
+}
