@@ -121,13 +121,6 @@ pub fn check(settings: &Settings, skip_keys: bool) -> Report {
     Report { text: out, ok }
 }
 
-/// Whether `name` can be a client name in the config.
-pub fn valid_client_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 64
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
-}
-
 /// Mints a random client token; returns the token and the config lines to paste.
 pub fn mint_token(name: &str) -> Result<(String, String), getrandom::Error> {
     let mut bytes = [0u8; 24];

@@ -65,7 +65,7 @@ fn main() -> ExitCode {
 }
 
 fn token(name: &str) -> ExitCode {
-    if !check::valid_client_name(name) {
+    if !mmgate::config::valid_name(name) {
         eprintln!("mmgate: `{name}` is not a client name; use 1 to 64 of A-Z a-z 0-9 _ - .");
         return ExitCode::from(EXIT_CONFIG);
     }

@@ -93,13 +93,14 @@ impl Gate {
         for warning in &settings.warnings {
             tracing::warn!("{warning}");
         }
-        for (slot, was) in keys.iter().zip(keys.iter().map(|s| old.keys.iter().find(|o| o.name() == s.name()))) {
+        for slot in keys.iter() {
             let new = slot.current().map(|k| k.fingerprint());
-            let old = was.and_then(|o| o.current()).map(|k| k.fingerprint());
-            if new != old {
+            let was =
+                old.keys.iter().find(|o| o.name() == slot.name()).and_then(|o| o.current()).map(|k| k.fingerprint());
+            if new != was {
                 tracing::info!(
                     key = slot.name(),
-                    old_fingerprint = %old.map_or_else(|| "none".to_owned(), |f| f.to_string()),
+                    old_fingerprint = %was.map_or_else(|| "none".to_owned(), |f| f.to_string()),
                     new_fingerprint = %new.map_or_else(|| "none".to_owned(), |f| f.to_string()),
                     "key changed by reload"
                 );

@@ -219,6 +219,14 @@ impl Settings {
     }
 }
 
+/// Whether `name` can name a key, budget or client: 1 to 64 of `A-Za-z0-9_-.`
+/// (names become log fields and metric labels).
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+}
+
 fn read_file(path: &Path) -> Result<String, ConfigError> {
     // figment would silently fall back to defaults for a missing file.
     std::fs::read_to_string(path).map_err(|e| ConfigError::Unreadable {

@@ -53,10 +53,7 @@ impl Checker {
     }
 
     fn name(&mut self, key: &str, name: &str) {
-        let ok = !name.is_empty()
-            && name.len() <= 64
-            && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
-        if !ok {
+        if !super::valid_name(name) {
             self.problem(key, "a name must be 1 to 64 of A-Z a-z 0-9 _ - .");
         }
     }

@@ -250,12 +250,12 @@ impl KeySlot {
             Ok(loaded) => loaded,
             Err(e) => return Refresh::Failed(e),
         };
-        let old = self.current.load().as_ref().map(|k| k.fingerprint());
-        if old == Some(loaded.fingerprint())
-            && self.current.load().as_ref().is_some_and(|k| k.expose() == loaded.expose())
-        {
+        let current = self.current.load_full();
+        // The whole key is compared: two keys may share a fingerprint.
+        if current.as_ref().is_some_and(|k| k.expose() == loaded.expose()) {
             return Refresh::Unchanged;
         }
+        let old = current.map(|k| k.fingerprint());
         let new = loaded.fingerprint();
         self.current.store(Some(Arc::new(loaded)));
         // A new key has not been refused yet.
