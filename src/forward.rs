@@ -58,7 +58,7 @@ pub fn client(upstream: &UpstreamSettings) -> UpstreamClient {
 }
 
 /// Headers that describe one connection and never cross a proxy (RFC 9110 §7.6.1).
-const HOP_BY_HOP: [HeaderName; 8] = [
+static HOP_BY_HOP: [HeaderName; 8] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -76,23 +76,30 @@ fn is_protected(name: &str) -> bool {
 }
 
 /// Removes hop-by-hop headers, including every header named in `Connection`.
+///
+/// One pass over the (few) names present rather than a removal per known
+/// hop-by-hop name: most requests carry none, and each removal hashes.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
+    let named: Vec<&str> = headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .map(str::trim)
-        .filter(|n| !n.is_empty() && !is_protected(n))
-        .filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok())
+        .filter(|n| !n.is_empty())
         .collect();
-    for name in named {
+    let doomed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| {
+            HOP_BY_HOP.contains(name)
+                || name == &header::UPGRADE
+                || (!is_protected(name.as_str()) && named.iter().any(|n| n.eq_ignore_ascii_case(name.as_str())))
+        })
+        .cloned()
+        .collect();
+    for name in doomed {
         headers.remove(name);
     }
-    for name in &HOP_BY_HOP {
-        headers.remove(name);
-    }
-    headers.remove(header::UPGRADE);
 }
 
 /// The upstream URI: configured scheme, host and base path, then the normalised path and the query.
@@ -201,7 +208,15 @@ mod tests {
         h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
         h.insert("x-kept", HeaderValue::from_static("1"));
         strip_hop_by_hop(&mut h);
-        let names: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+        let mut names: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+        names.sort_unstable();
         assert_eq!(names, ["content-type", "x-kept"]);
+
+        let mut untouched = HeaderMap::new();
+        untouched.insert(header::ACCEPT, HeaderValue::from_static("*/*"));
+        untouched.insert("x-custom", HeaderValue::from_static("1"));
+        let before = untouched.clone();
+        strip_hop_by_hop(&mut untouched);
+        assert_eq!(untouched, before);
     }
 }

@@ -8,11 +8,10 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use mmgate::config::{ConfigOrigin, LogFormat, Settings};
 use mmgate::keys::KeyStore;
-use mmgate::logging::{BufferedStderr, FlushOnDrop};
+use mmgate::logging::{BufferedStderr, FlushOnDrop, PlainFields, Rfc3339Micros};
 use mmgate::server::Server;
 use mmgate::{check, Gate, Runtime};
 use tokio::signal::unix::{signal, SignalKind};
-use tracing_subscriber::field::MakeExt;
 use tracing_subscriber::EnvFilter;
 
 /// Exit code for a configuration or key error at start.
@@ -106,23 +105,10 @@ fn init_logging(format: LogFormat) -> FlushOnDrop {
     writer.spawn_flusher(std::time::Duration::from_millis(100));
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer).with_ansi(ansi);
+    let builder =
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer).with_ansi(ansi).with_timer(Rfc3339Micros);
     match format {
-        // Plain `name=value` fields: the default field formatter styles every
-        // field name through nu-ansi-term even with colours off, which was a
-        // tenth of a request's instructions (callgrind) for the access line.
-        LogFormat::Text => builder
-            .fmt_fields(
-                tracing_subscriber::fmt::format::debug_fn(|w, field, value| {
-                    if field.name() == "message" {
-                        write!(w, "{value:?}")
-                    } else {
-                        write!(w, "{field}={value:?}")
-                    }
-                })
-                .delimited(" "),
-            )
-            .init(),
+        LogFormat::Text => builder.fmt_fields(PlainFields).init(),
         LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).init(),
     }
     guard
