@@ -15,6 +15,7 @@ use http::{HeaderValue, Method};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 
 use crate::error::ProxyError;
+use crate::forward::BoxError;
 use crate::graphql::Summary;
 use crate::limit::Admission;
 use crate::metrics::{Label, Metrics};
@@ -67,7 +68,11 @@ impl Exchange {
     }
 
     /// Wraps the caller's body so the bytes read from it are counted.
-    pub fn count_in(&self, body: Body) -> Body {
+    pub fn count_in<B>(&self, body: B) -> Body
+    where
+        B: HttpBody<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
         Body::new(Counted { inner: body, count: Arc::clone(&self.bytes_in) })
     }
 
@@ -86,8 +91,8 @@ impl Exchange {
     }
 
     /// Wraps the response body; the record is written when that body ends.
-    pub fn finish(self, body: Body) -> Body {
-        Body::new(Observed { inner: body, exchange: self })
+    pub fn finish(self, body: Body) -> Observed {
+        Observed { inner: body, exchange: self }
     }
 }
 
@@ -130,7 +135,7 @@ impl Drop for Exchange {
 
 pin_project_lite::pin_project! {
     /// A response body that reports to its exchange.
-    struct Observed {
+    pub struct Observed {
         #[pin]
         inner: Body,
         exchange: Exchange,
@@ -167,18 +172,18 @@ impl HttpBody for Observed {
 
 pin_project_lite::pin_project! {
     /// A request body that counts the bytes read from it.
-    struct Counted {
+    struct Counted<B> {
         #[pin]
-        inner: Body,
+        inner: B,
         count: Arc<AtomicU64>,
     }
 }
 
-impl HttpBody for Counted {
+impl<B: HttpBody<Data = Bytes>> HttpBody for Counted<B> {
     type Data = Bytes;
-    type Error = axum::Error;
+    type Error = B::Error;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
         let this = self.project();
         let polled = this.inner.poll_frame(cx);
         if let Poll::Ready(Some(Ok(frame))) = &polled {

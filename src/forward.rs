@@ -10,11 +10,9 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::response::Response;
-use bytes::Bytes;
 use http::header::{self, HeaderName};
 use http::{HeaderMap, HeaderValue, Request, Uri};
-use http_body_util::combinators::UnsyncBoxBody;
-use http_body_util::{BodyExt, LengthLimitError, Limited};
+use http_body_util::{LengthLimitError, Limited};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
@@ -27,8 +25,8 @@ use crate::error::ProxyError;
 /// Boxed error type of forwarded bodies.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// A request body on its way upstream.
-pub type ForwardBody = UnsyncBoxBody<Bytes, BoxError>;
+/// A request body on its way upstream, cut at `max_body`.
+pub type ForwardBody = Limited<Body>;
 
 /// The pooled HTTP client that talks to the upstream.
 pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, ForwardBody>;
@@ -148,7 +146,7 @@ pub fn upstream_request(
     // The client speaks HTTP/1.1 upstream whatever the caller spoke.
     *request.version_mut() = http::Version::HTTP_11;
     let limit = usize::try_from(out.max_body).unwrap_or(usize::MAX);
-    request.map(|body| Limited::new(body, limit).boxed_unsync())
+    request.map(|body| Limited::new(body, limit))
 }
 
 /// Sends `request` and waits up to `timeout` for the response headers.

@@ -40,14 +40,4 @@ pub mod route;
 pub mod server;
 pub mod state;
 
-use std::sync::Arc;
-
-use axum::Router;
-
 pub use state::{Gate, Runtime};
-
-/// The proxy router: one handler for every method and path, so that routing
-/// follows DESIGN.md's normalisation rules rather than axum's matcher.
-pub fn app(gate: Arc<Gate>) -> Router {
-    Router::new().fallback(proxy::handle).with_state(gate)
-}

@@ -13,11 +13,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::response::Response;
 use http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use hyper::body::Incoming;
 
-use crate::access::Exchange;
+use crate::access::{Exchange, Observed};
 use crate::client::PeerUid;
 use crate::error::ProxyError;
 use crate::forward::{self, Outbound, X_REQUEST_ID};
@@ -27,13 +28,19 @@ use crate::route::{KeyId, RouteKind};
 use crate::state::{Gate, Runtime};
 use crate::{graphql, limit, policy, route};
 
-/// The proxy's only handler: every method, every path.
-pub async fn handle(State(gate): State<Arc<Gate>>, request: Request) -> Response {
+/// The proxy's only handler: every method, every path, straight from hyper
+/// (routing follows DESIGN.md's normalisation rules, not a framework's
+/// matcher). `peer` is the caller's uid on a Unix socket.
+pub async fn handle(
+    gate: Arc<Gate>,
+    peer: Option<PeerUid>,
+    request: http::Request<Incoming>,
+) -> http::Response<Observed> {
     let request_id = request_id(request.headers());
     let mut exchange = Exchange::begin(&gate, request_id, request.method().clone());
     let runtime = gate.runtime();
     let request = request.map(|body| exchange.count_in(body));
-    let mut response = match checked_forward(&runtime, request, &mut exchange).await {
+    let mut response = match checked_forward(&runtime, request, peer, &mut exchange).await {
         Ok(response) => response,
         Err(e) => {
             exchange.failed(&e);
@@ -50,6 +57,7 @@ pub async fn handle(State(gate): State<Arc<Gate>>, request: Request) -> Response
 async fn checked_forward(
     runtime: &Arc<Runtime>,
     request: Request,
+    peer: Option<PeerUid>,
     exchange: &mut Exchange,
 ) -> Result<Response, ProxyError> {
     let settings = &runtime.settings;
@@ -62,7 +70,6 @@ async fn checked_forward(
     let route = settings.routes.find(&path).ok_or(ProxyError::NoRoute)?;
     exchange.route = Some(Arc::clone(&route.pattern));
 
-    let peer = request.extensions().get::<PeerUid>().copied();
     let client = settings.clients.identify(request.headers(), peer)?;
     exchange.client = Some(Arc::clone(&client.name));
 

@@ -12,20 +12,22 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
+use std::convert::Infallible;
+
+use http::Request;
+use hyper::body::Incoming;
 use hyper::server::conn::http1;
+use hyper::service::{service_fn, HttpService};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, UnixListener};
 
-use tower_http::add_extension::AddExtension;
-
 use crate::client::PeerUid;
 use crate::config::ListenAddr;
 use crate::state::Gate;
-use crate::{admin, app, keys};
+use crate::{admin, keys, proxy};
 
 /// A bound listening socket.
 #[derive(Debug)]
@@ -116,16 +118,28 @@ impl Server {
         drop(runtime);
 
         let (stop_admin, admin_stopped) = tokio::sync::watch::channel(false);
-        let admin_task =
-            tokio::spawn(accept_loop(admin, admin::app(Arc::clone(&gate)), builder(16 * 1024), async move {
-                let mut stopped = admin_stopped;
-                let _ = stopped.wait_for(|s| *s).await;
-            }));
+        let admin_app = admin::app(Arc::clone(&gate));
+        let admin_service = move |_peer| TowerToHyperService::new(admin_app.clone());
+        let admin_task = tokio::spawn(accept_loop(admin, admin_service, builder(16 * 1024), async move {
+            let mut stopped = admin_stopped;
+            let _ = stopped.wait_for(|s| *s).await;
+        }));
 
         gate.set_serving(true);
         tracing::info!("mmgate is serving");
         let proxy_gate = Arc::clone(&gate);
-        let connections = accept_loop(proxy, app(gate.clone()), builder(max_header_bytes), async move {
+        // hyper calls `proxy::handle` directly: no router or tower layers, as
+        // every method and path goes to the one handler, and each layer cost
+        // a box and a future map per request.
+        let service_gate = Arc::clone(&gate);
+        let proxy_service = move |peer: Option<PeerUid>| {
+            let gate = Arc::clone(&service_gate);
+            service_fn(move |request: Request<Incoming>| {
+                let gate = Arc::clone(&gate);
+                async move { Ok::<_, Infallible>(proxy::handle(gate, peer, request).await) }
+            })
+        };
+        let connections = accept_loop(proxy, proxy_service, builder(max_header_bytes), async move {
             shutdown.await;
             // Fail readiness before the listener closes, so load balancers
             // stop sending before connections start being refused.
@@ -162,14 +176,21 @@ fn builder(max_header_bytes: usize) -> http1::Builder {
 }
 
 /// Accepts connections until `stop` resolves; returns the handle that drains them.
-async fn accept_loop(
+/// `service` makes each connection's service, given the peer's uid on a Unix socket.
+async fn accept_loop<S>(
     listener: Listener,
-    router: Router,
+    service: impl Fn(Option<PeerUid>) -> S,
     builder: http1::Builder,
     stop: impl Future<Output = ()> + Send,
-) -> GracefulShutdown {
+) -> GracefulShutdown
+where
+    S: HttpService<Incoming> + Send + 'static,
+    S::Future: Send + 'static,
+    S::ResBody: Send + 'static,
+    <S::ResBody as http_body::Body>::Data: Send,
+    <S::ResBody as http_body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let graceful = GracefulShutdown::new();
-    let service = TowerToHyperService::new(router.clone());
     tokio::pin!(stop);
     loop {
         let accepted = tokio::select! {
@@ -179,18 +200,13 @@ async fn accept_loop(
         match accepted {
             Ok(Accepted::Tcp(stream)) => {
                 let _ = stream.set_nodelay(true);
-                spawn_connection(&graceful, &builder, &service, stream);
+                spawn_connection(&graceful, &builder, service(None), stream);
             }
             Ok(Accepted::Unix(stream)) => {
                 // The peer's uid identifies `unix_uid` clients; a peer whose
                 // credentials cannot be read is served as an unknown caller.
-                match stream.peer_cred() {
-                    Ok(cred) => {
-                        let service = TowerToHyperService::new(AddExtension::new(router.clone(), PeerUid(cred.uid())));
-                        spawn_connection(&graceful, &builder, &service, stream);
-                    }
-                    Err(_) => spawn_connection(&graceful, &builder, &service, stream),
-                }
+                let peer = stream.peer_cred().ok().map(|cred| PeerUid(cred.uid()));
+                spawn_connection(&graceful, &builder, service(peer), stream);
             }
             Err(e) => {
                 // Typically EMFILE: back off instead of spinning.
@@ -215,21 +231,16 @@ async fn accept(listener: &Listener) -> io::Result<Accepted> {
     }
 }
 
-fn spawn_connection<S, T>(
-    graceful: &GracefulShutdown,
-    builder: &http1::Builder,
-    service: &TowerToHyperService<T>,
-    stream: S,
-) where
+fn spawn_connection<S, T>(graceful: &GracefulShutdown, builder: &http1::Builder, service: T, stream: S)
+where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    T: tower::Service<http::Request<hyper::body::Incoming>, Response = axum::response::Response>
-        + Clone
-        + Send
-        + 'static,
+    T: HttpService<Incoming> + Send + 'static,
     T::Future: Send + 'static,
-    T::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    T::ResBody: Send + 'static,
+    <T::ResBody as http_body::Body>::Data: Send,
+    <T::ResBody as http_body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let connection = builder.serve_connection(TokioIo::new(stream), service.clone());
+    let connection = builder.serve_connection(TokioIo::new(stream), service);
     let connection = graceful.watch(connection);
     tokio::spawn(async move {
         if let Err(e) = connection.await {

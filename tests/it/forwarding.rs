@@ -250,6 +250,26 @@ async fn other_methods_are_forwarded() {
 }
 
 #[tokio::test]
+async fn head_answers_carry_the_length_but_no_body_and_keep_the_connection() {
+    let (gate, upstream, _keys) = Mmgate::with_upstream("").await;
+    let auth = "Authorization: Bearer dash-token-1\r\n";
+    let request = format!(
+        "HEAD /reports/status/200 HTTP/1.1\r\nHost: x\r\n{auth}\r\n\
+         GET /reports/status/200 HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n"
+    );
+    let text = raw(gate.addr, request.as_bytes()).await;
+    let body = r#"{"upstream_status":200}"#;
+    let (head_reply, get_reply) = text.split_once("\r\n\r\n").unwrap_or_else(|| panic!("{text}"));
+    assert!(head_reply.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(head_reply.to_ascii_lowercase().contains(&format!("content-length: {}", body.len())), "{text}");
+    // Nothing between the HEAD answer's head and the next response.
+    assert!(get_reply.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(get_reply.ends_with(body), "{text}");
+    let methods: Vec<Method> = upstream.requests().into_iter().map(|r| r.method).collect();
+    assert_eq!(methods, [Method::HEAD, Method::GET]);
+}
+
+#[tokio::test]
 async fn a_connect_that_hangs_is_502_after_connect_timeout() {
     // A listener whose accept queue is full: the kernel drops further SYNs,
     // so connecting hangs, like a firewalled host.
