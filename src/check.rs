@@ -26,7 +26,14 @@ pub fn check(settings: &Settings, skip_keys: bool) -> Report {
     let _ = writeln!(out, "config        {}", s.origin);
     let _ = writeln!(out, "listen        {}", s.server.listen);
     let _ = writeln!(out, "admin_listen  {}", s.server.admin_listen);
-    let _ = writeln!(out, "upstream      {}", s.upstream.url);
+    let _ = write!(out, "upstream      {}", s.upstream.url);
+    if s.upstream.scheme == http::uri::Scheme::HTTPS {
+        let _ = write!(out, "  ({})", if s.upstream.http2 { "HTTP/2 or HTTP/1.1 by ALPN" } else { "HTTP/1.1 only" });
+    }
+    if let Some((path, certs)) = &s.upstream.extra_roots {
+        let _ = write!(out, "  extra CAs {} ({} certificates)", path.display(), certs.len());
+    }
+    out.push('\n');
     if let Some(shared) = &s.shared {
         let when_down = if shared.fail_open { "fail open" } else { "fail closed" };
         let _ = writeln!(out, "shared limits {} ({when_down}, timeout {:?})", shared.display, shared.timeout);

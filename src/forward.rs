@@ -16,7 +16,7 @@ use http_body_util::{LengthLimitError, Limited};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tower_http::timeout::TimeoutBody;
 
 use crate::config::UpstreamSettings;
@@ -34,7 +34,8 @@ pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, ForwardBody>;
 /// The `X-Request-Id` header.
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// Builds the pooled client for `upstream`: rustls with the webpki roots, keep-alive.
+/// Builds the pooled client for `upstream`: rustls trusting the webpki roots
+/// (and `ca_file`), keep-alive, and HTTP/2 when the upstream offers it.
 pub fn client(upstream: &UpstreamSettings) -> UpstreamClient {
     let mut http = HttpConnector::new();
     http.set_connect_timeout(Some(upstream.connect_timeout));
@@ -42,13 +43,24 @@ pub fn client(upstream: &UpstreamSettings) -> UpstreamClient {
     // The connector sees only URIs built from config; `https` is required
     // unless the operator configured `http://` (checked and warned at load).
     http.enforce_http(false);
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_webpki_roots()
-        .https_or_http()
-        .enable_http1()
-        .wrap_connector(http);
+    let mut roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
+    if let Some((_, certs)) = &upstream.extra_roots {
+        // Each was added to a store once already when the config was validated.
+        let _ = roots.add_parsable_certificates(certs.iter().cloned());
+    }
+    let tls = rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
+    let builder = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls).https_or_http().enable_http1();
+    // ALPN offers h2 first on TLS: one multiplexed connection instead of one
+    // per concurrent request. Plain http stays HTTP/1.1 (no h2c).
+    let https = if upstream.http2 { builder.enable_http2().wrap_connector(http) } else { builder.wrap_connector(http) };
     Client::builder(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .pool_timer(TokioTimer::new())
         .pool_idle_timeout(Duration::from_secs(60))
+        // One HTTP/2 connection carries every request: find a dead one by
+        // ping rather than by requests timing out.
+        .http2_keep_alive_interval(Duration::from_secs(30))
+        .http2_keep_alive_timeout(Duration::from_secs(10))
         // Only requests never written to a connection are retried (the pooled
         // connection had closed): nothing that reached the upstream is resent.
         .retry_canceled_requests(true)
@@ -131,19 +143,18 @@ pub struct Outbound<'a> {
 }
 
 /// Turns the caller's request into the upstream request.
-pub fn upstream_request(
-    mut request: Request<Body>,
-    out: Outbound<'_>,
-    upstream: &UpstreamSettings,
-) -> Request<ForwardBody> {
+pub fn upstream_request(mut request: Request<Body>, out: Outbound<'_>) -> Request<ForwardBody> {
     let headers = request.headers_mut();
     strip_hop_by_hop(headers);
     headers.remove(header::AUTHORIZATION);
-    headers.insert(header::HOST, upstream.host_header.clone());
+    // The client writes `Host` from the upstream URI on HTTP/1.1 (the host,
+    // and the port when not the default) and `:authority` on HTTP/2.
+    headers.remove(header::HOST);
     headers.insert(header::AUTHORIZATION, out.authorization.clone());
     headers.insert(X_REQUEST_ID.clone(), out.request_id.clone());
     *request.uri_mut() = out.uri;
-    // The client speaks HTTP/1.1 upstream whatever the caller spoke.
+    // The connection decides: HTTP/2 if ALPN chose it, else HTTP/1.1,
+    // whatever the caller spoke.
     *request.version_mut() = http::Version::HTTP_11;
     let limit = usize::try_from(out.max_body).unwrap_or(usize::MAX);
     request.map(|body| Limited::new(body, limit))
@@ -164,6 +175,8 @@ pub async fn send(
     };
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
+    // Callers are served HTTP/1.1, whatever the upstream spoke.
+    parts.version = http::Version::HTTP_11;
     Ok(Response::from_parts(parts, Body::new(TimeoutBody::new(body_idle_timeout, body))))
 }
 

@@ -113,7 +113,7 @@ async fn checked_forward(
         request_id: &exchange.request_id,
         max_body,
     };
-    let outbound = forward::upstream_request(request, out, upstream);
+    let outbound = forward::upstream_request(request, out);
     let sent = Instant::now();
     let response =
         forward::send(&runtime.upstream, outbound, upstream.timeout, upstream.body_idle_timeout, max_body).await?;

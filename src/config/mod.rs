@@ -16,7 +16,7 @@ use std::time::Duration;
 use figment::providers::{Env, Format, Toml};
 use figment::Figment;
 use http::uri::{Authority, Scheme};
-use http::HeaderValue;
+use rustls::pki_types::CertificateDer;
 
 pub use raw::{schema, RawConfig};
 
@@ -145,8 +145,6 @@ pub struct UpstreamSettings {
     pub scheme: Scheme,
     /// Host and port, as requests carry it.
     pub authority: Authority,
-    /// The `Host` header value: the host, with the port when not the default.
-    pub host_header: HeaderValue,
     /// Path prefix joined before every request path, without a trailing `/`.
     pub base_path: String,
     /// TCP + TLS connection deadline.
@@ -157,6 +155,10 @@ pub struct UpstreamSettings {
     pub body_idle_timeout: Duration,
     /// Cap on an upstream 429 cool-down.
     pub max_cooldown: Duration,
+    /// `ca_file`, and the certificates read from it (checked to parse).
+    pub extra_roots: Option<(PathBuf, Vec<CertificateDer<'static>>)>,
+    /// Offer HTTP/2 by ALPN on https connections.
+    pub http2: bool,
 }
 
 /// `[budgets.NAME]`, validated.

@@ -110,6 +110,11 @@ pub struct RawUpstream {
     pub body_idle_timeout: HumanDuration,
     /// Cap on an upstream 429's Retry-After; default 60 s.
     pub max_cooldown: HumanDuration,
+    /// PEM file of extra certificate authorities to trust beside the built-in
+    /// (webpki) roots: a TLS-inspecting proxy's CA, or a test upstream's.
+    pub ca_file: Option<String>,
+    /// Default true: offer HTTP/2 (ALPN) on https; false = HTTP/1.1 only.
+    pub http2: bool,
 }
 
 impl Default for RawUpstream {
@@ -120,6 +125,8 @@ impl Default for RawUpstream {
             timeout: HumanDuration(Duration::from_secs(30)),
             body_idle_timeout: HumanDuration(Duration::from_secs(30)),
             max_cooldown: HumanDuration(Duration::from_secs(60)),
+            ca_file: None,
+            http2: true,
         }
     }
 }

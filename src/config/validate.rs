@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use http::uri::Scheme;
 use http::{HeaderValue, Uri};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::CertificateDer;
 
 use super::raw::{RawClient, RawConfig, RawKey, RawLimit, RawLimits, RawRoute, RawServer, RawUpstream};
 use super::{BudgetSpec, ConfigOrigin, ListenAddr, LogFormat, Problem, ServerSettings, Settings, UpstreamSettings};
@@ -235,10 +237,11 @@ fn upstream(c: &mut Checker, raw: &RawUpstream) -> Option<UpstreamSettings> {
         Some(port) if port != default_port => authority.as_str().to_owned(),
         _ => authority.host().to_owned(),
     };
-    let Ok(host_header) = HeaderValue::from_str(&host_header) else {
+    // The HTTP/1 client builds `Host` from the URL, and must be able to.
+    if HeaderValue::from_str(&host_header).is_err() {
         c.problem("upstream.url", "has a host that is not a valid Host header");
         return None;
-    };
+    }
     if scheme == Scheme::HTTP && !is_loopback_host(authority.host()) {
         c.warnings.push(format!(
             "upstream.url: {} is plain http to a host that is not loopback: keys would cross the network unencrypted",
@@ -249,13 +252,47 @@ fn upstream(c: &mut Checker, raw: &RawUpstream) -> Option<UpstreamSettings> {
         url: raw.url.clone(),
         scheme,
         authority: authority.clone(),
-        host_header,
         base_path: uri.path().trim_end_matches('/').to_owned(),
         connect_timeout,
         timeout,
         body_idle_timeout,
         max_cooldown,
+        extra_roots: raw.ca_file.as_deref().and_then(|file| extra_roots(c, file)),
+        http2: raw.http2,
     })
+}
+
+/// Reads `upstream.ca_file`: at least one certificate, each usable as a trust anchor.
+fn extra_roots(c: &mut Checker, file: &str) -> Option<(PathBuf, Vec<CertificateDer<'static>>)> {
+    let key = "upstream.ca_file";
+    let fix = "give a PEM file of CA certificates (-----BEGIN CERTIFICATE-----), or remove the line";
+    let path = PathBuf::from(file);
+    let certs = match CertificateDer::pem_file_iter(&path) {
+        Ok(certs) => certs.collect::<Result<Vec<_>, _>>(),
+        Err(e) => {
+            c.problem(key, format!("cannot read {}: {e}; {fix}", path.display()));
+            return None;
+        }
+    };
+    let certs = match certs {
+        Ok(certs) if !certs.is_empty() => certs,
+        Ok(_) => {
+            c.problem(key, format!("{} holds no certificate; {fix}", path.display()));
+            return None;
+        }
+        Err(e) => {
+            c.problem(key, format!("{} is not valid PEM: {e}; {fix}", path.display()));
+            return None;
+        }
+    };
+    let mut store = rustls::RootCertStore::empty();
+    for (i, cert) in certs.iter().enumerate() {
+        if let Err(e) = store.add(cert.clone()) {
+            c.problem(key, format!("certificate {} of {} is not a usable CA certificate: {e}", i + 1, path.display()));
+            return None;
+        }
+    }
+    Some((path, certs))
 }
 
 fn is_loopback_host(host: &str) -> bool {

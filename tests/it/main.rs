@@ -18,4 +18,5 @@ mod rotation;
 mod routing;
 mod shared_limits;
 mod support;
+mod tls;
 mod unix;

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod redis;
+pub mod tls;
 pub mod upstream;
 
 use std::net::SocketAddr;
@@ -23,6 +24,7 @@ use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::oneshot;
 
+pub use tls::{tls_fixture, TlsUpstream};
 pub use upstream::Upstream;
 
 /// The reporting key the harness writes to its key file.
