@@ -138,6 +138,8 @@ pub struct Outbound<'a> {
     pub authorization: &'a HeaderValue,
     /// The request id to pass on.
     pub request_id: &'a HeaderValue,
+    /// The `Host` to send, when known before the connection is chosen.
+    pub host: Option<&'a HeaderValue>,
     /// Largest request body allowed.
     pub max_body: u64,
 }
@@ -147,9 +149,13 @@ pub fn upstream_request(mut request: Request<Body>, out: Outbound<'_>) -> Reques
     let headers = request.headers_mut();
     strip_hop_by_hop(headers);
     headers.remove(header::AUTHORIZATION);
-    // The client writes `Host` from the upstream URI on HTTP/1.1 (the host,
-    // and the port when not the default) and `:authority` on HTTP/2.
-    headers.remove(header::HOST);
+    // The upstream's `Host`: prepared at load for HTTP/1.1-only upstreams;
+    // otherwise the client writes it from the URI on HTTP/1.1 (the same
+    // value) and `:authority` on HTTP/2, where `Host` does not belong.
+    match out.host {
+        Some(host) => headers.insert(header::HOST, host.clone()),
+        None => headers.remove(header::HOST),
+    };
     headers.insert(header::AUTHORIZATION, out.authorization.clone());
     headers.insert(X_REQUEST_ID.clone(), out.request_id.clone());
     *request.uri_mut() = out.uri;

@@ -111,6 +111,7 @@ async fn checked_forward(
         uri: forward::upstream_uri(upstream, &path, uri.query())?,
         authorization: key.authorization(),
         request_id: &exchange.request_id,
+        host: upstream.host_header.as_ref(),
         max_body,
     };
     let outbound = forward::upstream_request(request, out);

@@ -16,6 +16,7 @@ use std::time::Duration;
 use figment::providers::{Env, Format, Toml};
 use figment::Figment;
 use http::uri::{Authority, Scheme};
+use http::HeaderValue;
 use rustls::pki_types::CertificateDer;
 
 pub use raw::{schema, RawConfig};
@@ -145,6 +146,10 @@ pub struct UpstreamSettings {
     pub scheme: Scheme,
     /// Host and port, as requests carry it.
     pub authority: Authority,
+    /// `Host` (the host, and the port when not the default), prepared once
+    /// when every connection is HTTP/1.1 (`http://`, or `http2 = false`);
+    /// where ALPN may pick HTTP/2 the client writes `Host` or `:authority`.
+    pub host_header: Option<HeaderValue>,
     /// Path prefix joined before every request path, without a trailing `/`.
     pub base_path: String,
     /// TCP + TLS connection deadline.

@@ -238,10 +238,11 @@ fn upstream(c: &mut Checker, raw: &RawUpstream) -> Option<UpstreamSettings> {
         _ => authority.host().to_owned(),
     };
     // The HTTP/1 client builds `Host` from the URL, and must be able to.
-    if HeaderValue::from_str(&host_header).is_err() {
+    let Ok(host_header) = HeaderValue::from_str(&host_header) else {
         c.problem("upstream.url", "has a host that is not a valid Host header");
         return None;
-    }
+    };
+    let http1_only = scheme == Scheme::HTTP || !raw.http2;
     if scheme == Scheme::HTTP && !is_loopback_host(authority.host()) {
         c.warnings.push(format!(
             "upstream.url: {} is plain http to a host that is not loopback: keys would cross the network unencrypted",
@@ -252,6 +253,7 @@ fn upstream(c: &mut Checker, raw: &RawUpstream) -> Option<UpstreamSettings> {
         url: raw.url.clone(),
         scheme,
         authority: authority.clone(),
+        host_header: http1_only.then_some(host_header),
         base_path: uri.path().trim_end_matches('/').to_owned(),
         connect_timeout,
         timeout,
