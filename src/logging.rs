@@ -46,6 +46,11 @@ impl BufferedStderr {
         (Self(Arc::clone(&shared)), FlushOnDrop(shared))
     }
 
+    /// Appends one whole line (written out by the next flush).
+    pub fn write_line(&self, line: &[u8]) {
+        let _ = lock(&self.0).write_all(line);
+    }
+
     /// Flushes every `every` until the runtime stops.
     pub fn spawn_flusher(&self, every: Duration) -> tokio::task::JoinHandle<()> {
         let shared = Arc::clone(&self.0);
@@ -151,9 +156,14 @@ impl PlainVisitor<'_> {
     }
 }
 
+/// True when `{:?}` prints `s` verbatim between quotes.
+pub fn needs_no_escape(s: &str) -> bool {
+    s.bytes().all(|b| (b' '..=b'~').contains(&b) && b != b'"' && b != b'\\')
+}
+
 /// `s` as `{:?}` prints it: verbatim between quotes when nothing needs escaping.
 fn write_quoted(w: &mut Writer<'_>, s: &str) -> fmt::Result {
-    if s.bytes().all(|b| (b' '..=b'~').contains(&b) && b != b'"' && b != b'\\') {
+    if needs_no_escape(s) {
         w.write_char('"')?;
         w.write_str(s)?;
         w.write_char('"')

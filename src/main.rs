@@ -105,6 +105,10 @@ fn init_logging(format: LogFormat) -> FlushOnDrop {
     writer.spawn_flusher(std::time::Duration::from_millis(100));
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    if !ansi {
+        // Coloured lines (a terminal) keep going through tracing-subscriber.
+        mmgate::access::write_lines_to(writer.clone(), format == LogFormat::Json);
+    }
     let builder =
         tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer).with_ansi(ansi).with_timer(Rfc3339Micros);
     match format {
