@@ -107,3 +107,19 @@ async fn access_log_lines_carry_every_field_as_json() {
         assert!(!logs.contains(secret));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rust_log_can_turn_the_access_log_off() {
+    let upstream = Upstream::start().await;
+    let keys = KeyDir::new();
+    let (port, admin, toml) = on_free_ports(&config(&upstream.url(), &keys, ""));
+    let path = keys.path("mmgate.toml");
+    std::fs::write(&path, toml).unwrap();
+    let child = spawn(&path, &[("RUST_LOG", "info,mmgate::access=off")], admin);
+    let reply = get(&format!("http://127.0.0.1:{port}/reports/production"), &[AS_DASHBOARD]).await;
+    assert_eq!(reply.status, 200);
+    let (code, logs) = terminate(child);
+    assert_eq!(code, 0);
+    assert!(logs.contains("mmgate is serving"), "{logs}");
+    assert!(!logs.contains("mmgate::access"), "{logs}");
+}
