@@ -137,7 +137,8 @@ pub fn graphql<'a>(
         return Err(ProxyError::MethodNotAllowed("a mutation cannot be sent with GET; use POST"));
     }
     for op in operations {
-        let label = op.name.as_deref().map(|n| format!(" `{n}`")).unwrap_or_default();
+        // Formatted only into a refusal: allowed requests build no message.
+        let label = OperationLabel(op.name.as_deref());
         match op.kind {
             OperationKind::Query => {}
             OperationKind::Subscription => {
@@ -162,6 +163,18 @@ pub fn graphql<'a>(
         }
     }
     Ok(())
+}
+
+/// `` `Name` `` after an operation's kind in a message; nothing when anonymous.
+struct OperationLabel<'a>(Option<&'a str>);
+
+impl std::fmt::Display for OperationLabel<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(name) => write!(f, " `{name}`"),
+            None => Ok(()),
+        }
+    }
 }
 
 #[cfg(test)]
