@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
 # Instructions mmgate executes per proxied request, counted by valgrind's
-# callgrind: repeatable to about ±5 % here (take the median of three runs),
-# where wrk's requests per second vary by tens of percent between runs.
+# callgrind: repeatable to about ±5 % on a quiet machine and ±10 % on a busy
+# one (how many requests each wake-up finds ready varies; take the median
+# of three runs), where wrk's requests per second vary by tens of percent.
+# For where the instructions go, keep the profile (PROFILE=path) and read
+# it with `callgrind_annotate --inclusive=yes path`.
 # Compare two builds with it before trusting a small optimisation.
 #
 #   bench/instructions.sh [BINARY]      # default: target/release/mmgate
+#   PROFILE=/tmp/cg.out bench/instructions.sh   # also keep the loaded run's profile
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/common.sh
@@ -38,6 +42,7 @@ run() { # requests-per-second (0: none) -> total instructions
 }
 idle=$(run 0)
 busy=$(run $RATE)
+if [[ -n ${PROFILE:-} ]]; then cp "$work/cg.$RATE" "$PROFILE"; fi
 # The latency probe sends half of its requests through mmgate, plus 50 to warm up.
 requests=$(( RATE * SECONDS_ / 2 + 50 ))
 echo "instructions per proxied request: $(( (busy - idle) / requests )) ($requests keep-alive GET /reports/production, access log on)"
