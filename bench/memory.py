@@ -46,22 +46,38 @@ def stream(url, pid):
 
 
 def idle(host, port, n, pid):
-    base = rss_kib(pid)
-    conns = []
+    """n client connections that each made one request and stay open.
+
+    First with the requests made one at a time (what idle connections
+    cost), then with the same number sent at once: that burst also opens
+    up to n upstream connections, and the allocator keeps what they used.
+    """
     request = f"GET /reports/production HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()
-    for _ in range(n):
-        s = socket.create_connection((host, port))
-        s.sendall(request)
-        conns.append(s)
-    for s in conns:
+
+    def answered(s):
         data = b""
         while b"\r\n\r\n" not in data:
             data += s.recv(65536)
-    time.sleep(0.5)
-    after = rss_kib(pid)
-    print(f"{n} idle keep-alive connections: RSS +{(after - base) / 1024:.2f} MiB ({after - base} KiB)")
-    for s in conns:
-        s.close()
+
+    for burst in (False, True):
+        base = rss_kib(pid)
+        conns = []
+        for _ in range(n):
+            s = socket.create_connection((host, port))
+            s.sendall(request)
+            if not burst:
+                answered(s)
+            conns.append(s)
+        if burst:
+            for s in conns:
+                answered(s)
+        time.sleep(0.5)
+        after = rss_kib(pid)
+        how = "requests sent at once" if burst else "requests one at a time"
+        print(f"{n} idle keep-alive connections ({how}): RSS +{(after - base) / 1024:.2f} MiB ({after - base} KiB)")
+        for s in conns:
+            s.close()
+        time.sleep(0.5)
 
 
 if __name__ == "__main__":

@@ -130,13 +130,15 @@ impl Server {
         let proxy_gate = Arc::clone(&gate);
         // hyper calls `proxy::handle` directly: no router or tower layers, as
         // every method and path goes to the one handler, and each layer cost
-        // a box and a future map per request.
+        // a box and a future map per request. The handler's future (about
+        // 3 KiB) is boxed per request: hyper keeps a slot of the service
+        // future's size for every connection, idle ones included.
         let service_gate = Arc::clone(&gate);
         let proxy_service = move |peer: Option<PeerUid>| {
             let gate = Arc::clone(&service_gate);
             service_fn(move |request: Request<Incoming>| {
                 let gate = Arc::clone(&gate);
-                async move { Ok::<_, Infallible>(proxy::handle(gate, peer, request).await) }
+                Box::pin(async move { Ok::<_, Infallible>(proxy::handle(gate, peer, request).await) })
             })
         };
         let connections = accept_loop(proxy, proxy_service, builder(max_header_bytes), async move {
