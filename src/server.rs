@@ -5,14 +5,13 @@
 //! needs the HTTP/1 buffer bounded by `max_header_bytes`, and shutdown must
 //! be bounded by `shutdown_grace` rather than wait for ever.
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-
-use std::convert::Infallible;
 
 use http::Request;
 use hyper::body::Incoming;
