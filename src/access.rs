@@ -194,11 +194,7 @@ impl AccessLine<'_> {
         };
         let mut line = Vec::with_capacity(320);
         let timestamp = humantime::format_rfc3339_micros(SystemTime::now());
-        if sink.json {
-            self.write_json(&mut line, timestamp);
-        } else {
-            self.write_text(&mut line, timestamp);
-        }
+        self.write(&mut line, sink.json, timestamp);
         sink.out.write_line(&line);
     }
 
@@ -220,79 +216,84 @@ impl AccessLine<'_> {
         );
     }
 
-    /// `2026-11-27T23:46:05.549290Z  INFO mmgate::access: request_id="..." method=GET ...`
-    fn write_text(&self, out: &mut Vec<u8>, timestamp: impl std::fmt::Display) {
-        fn string(out: &mut Vec<u8>, name: &str, value: &str) {
-            out.push(b' ');
-            out.extend_from_slice(name.as_bytes());
-            out.push(b'=');
-            if logging::needs_no_escape(value) {
-                out.push(b'"');
-                out.extend_from_slice(value.as_bytes());
-                out.push(b'"');
-            } else {
-                let _ = write!(out, "{value:?}");
-            }
+    /// The line as tracing-subscriber writes it: text
+    /// (`2026-11-27T23:46:05.549290Z  INFO mmgate::access: request_id="..." method=GET ...`)
+    /// or its flattened JSON object.
+    fn write(&self, out: &mut Vec<u8>, json: bool, timestamp: impl std::fmt::Display) {
+        let mut f = Fields { out, json };
+        if json {
+            let _ = write!(f.out, "{{\"timestamp\":\"{timestamp}\",\"level\":\"INFO\"");
+        } else {
+            let _ = write!(f.out, "{timestamp}  INFO mmgate::access:");
         }
-        fn number(out: &mut Vec<u8>, name: &str, value: u64) {
-            out.push(b' ');
-            out.extend_from_slice(name.as_bytes());
-            out.push(b'=');
-            out.extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
-        }
-        let _ = write!(out, "{timestamp}  INFO mmgate::access:");
-        string(out, "request_id", self.request_id);
-        // Logged with `%` (Display): unquoted, as tracing prints it.
-        out.extend_from_slice(b" method=");
-        out.extend_from_slice(self.method.as_bytes());
-        string(out, "route", self.route);
-        string(out, "client", self.client);
+        f.string("request_id", self.request_id);
+        f.displayed("method", self.method);
+        f.string("route", self.route);
+        f.string("client", self.client);
         if let Some(operation) = self.operation {
-            string(out, "operation", operation);
+            f.string("operation", operation);
         }
         if let Some(name) = self.operation_name {
-            string(out, "operation_name", name);
+            f.string("operation_name", name);
         }
-        number(out, "status", self.status.into());
-        number(out, "bytes_in", self.bytes_in);
-        number(out, "bytes_out", self.bytes_out);
-        number(out, "latency_us", self.latency_us);
+        f.number("status", self.status.into());
+        f.number("bytes_in", self.bytes_in);
+        f.number("bytes_out", self.bytes_out);
+        f.number("latency_us", self.latency_us);
         if let Some(upstream) = self.upstream_latency_us {
-            number(out, "upstream_latency_us", upstream);
+            f.number("upstream_latency_us", upstream);
         }
-        out.extend_from_slice(if self.body_cut { b" body_cut=true\n" } else { b" body_cut=false\n" });
+        f.boolean("body_cut", self.body_cut);
+        f.out.extend_from_slice(if json { b",\"target\":\"mmgate::access\"}\n" } else { b"\n" });
+    }
+}
+
+/// Writes one line's fields as text (`name=value`) or JSON (`,"name":value`).
+struct Fields<'a> {
+    out: &'a mut Vec<u8>,
+    json: bool,
+}
+
+impl Fields<'_> {
+    fn name(&mut self, name: &str) {
+        let (before, after): (&[u8], &[u8]) = if self.json { (b",\"", b"\":") } else { (b" ", b"=") };
+        self.out.extend_from_slice(before);
+        self.out.extend_from_slice(name.as_bytes());
+        self.out.extend_from_slice(after);
     }
 
-    /// The JSON object tracing-subscriber's flattened JSON format writes.
-    fn write_json(&self, out: &mut Vec<u8>, timestamp: impl std::fmt::Display) {
-        fn string(out: &mut Vec<u8>, name: &str, value: &str) {
-            let _ = write!(out, ",\"{name}\":");
+    /// A string field: quoted and escaped as `{:?}` (text) or JSON would.
+    fn string(&mut self, name: &str, value: &str) {
+        self.name(name);
+        if self.json {
             // Escaping a &str into a Vec cannot fail.
-            let _ = serde_json::to_writer(&mut *out, value);
+            let _ = serde_json::to_writer(&mut *self.out, value);
+        } else if logging::needs_no_escape(value) {
+            self.out.push(b'"');
+            self.out.extend_from_slice(value.as_bytes());
+            self.out.push(b'"');
+        } else {
+            let _ = write!(self.out, "{value:?}");
         }
-        fn number(out: &mut Vec<u8>, name: &str, value: u64) {
-            let _ = write!(out, ",\"{name}\":");
-            out.extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
+    }
+
+    /// A field logged through `Display` (`%`): bare in text, a string in JSON.
+    fn displayed(&mut self, name: &str, value: &str) {
+        if self.json {
+            return self.string(name, value);
         }
-        let _ = write!(out, "{{\"timestamp\":\"{timestamp}\",\"level\":\"INFO\"");
-        string(out, "request_id", self.request_id);
-        string(out, "method", self.method);
-        string(out, "route", self.route);
-        string(out, "client", self.client);
-        if let Some(operation) = self.operation {
-            string(out, "operation", operation);
-        }
-        if let Some(name) = self.operation_name {
-            string(out, "operation_name", name);
-        }
-        number(out, "status", self.status.into());
-        number(out, "bytes_in", self.bytes_in);
-        number(out, "bytes_out", self.bytes_out);
-        number(out, "latency_us", self.latency_us);
-        if let Some(upstream) = self.upstream_latency_us {
-            number(out, "upstream_latency_us", upstream);
-        }
-        let _ = writeln!(out, ",\"body_cut\":{},\"target\":\"mmgate::access\"}}", self.body_cut);
+        self.name(name);
+        self.out.extend_from_slice(value.as_bytes());
+    }
+
+    fn boolean(&mut self, name: &str, value: bool) {
+        self.name(name);
+        self.out.extend_from_slice(if value { b"true" } else { b"false" });
+    }
+
+    fn number(&mut self, name: &str, value: u64) {
+        self.name(name);
+        self.out.extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
     }
 }
 
@@ -408,11 +409,7 @@ mod tests {
     fn direct(line: &AccessLine<'_>, json: bool) -> String {
         let mut out = Vec::new();
         let timestamp = humantime::format_rfc3339_micros(SystemTime::now());
-        if json {
-            line.write_json(&mut out, timestamp);
-        } else {
-            line.write_text(&mut out, timestamp);
-        }
+        line.write(&mut out, json, timestamp);
         String::from_utf8(out).unwrap()
     }
 

@@ -158,6 +158,27 @@ pub fn spawn(config: &std::path::Path, env: &[(&str, &str)], admin: u16) -> Runn
     running
 }
 
+/// The binary on the standard test config, with `env`, in front of a fresh
+/// fake upstream; the key directory holds the config and keys while it runs.
+pub struct StandardBinary {
+    pub child: Running,
+    pub upstream: Upstream,
+    pub keys: KeyDir,
+    /// Proxy and admin ports.
+    pub port: u16,
+    pub admin: u16,
+}
+
+pub async fn spawn_standard(env: &[(&str, &str)]) -> StandardBinary {
+    let upstream = Upstream::start().await;
+    let keys = KeyDir::new();
+    let (port, admin, toml) = on_free_ports(&config(&upstream.url(), &keys, ""));
+    let path = keys.path("mmgate.toml");
+    std::fs::write(&path, toml).unwrap();
+    let child = spawn(&path, env, admin);
+    StandardBinary { child, upstream, keys, port, admin }
+}
+
 /// Sends SIGTERM and waits for the exit.
 pub fn terminate(running: Running) -> (i32, String) {
     let status = Command::new("kill").args(["-TERM", &running.id().to_string()]).status().unwrap();
@@ -167,12 +188,7 @@ pub fn terminate(running: Running) -> (i32, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trace_logs_never_contain_a_key_or_token() {
-    let upstream = Upstream::start().await;
-    let keys = KeyDir::new();
-    let (port, admin, toml) = on_free_ports(&config(&upstream.url(), &keys, ""));
-    let path = keys.path("mmgate.toml");
-    std::fs::write(&path, toml).unwrap();
-    let child = spawn(&path, &[("RUST_LOG", "trace")], admin);
+    let StandardBinary { child, upstream, keys: _keys, port, admin } = spawn_standard(&[("RUST_LOG", "trace")]).await;
 
     let base = format!("http://127.0.0.1:{port}");
     assert_eq!(get(&format!("{base}/reports/production"), &[AS_DASHBOARD]).await.status, 200);

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use mmgate::keys::Fingerprint;
 
-use crate::cli::{spawn, terminate};
+use crate::cli::{spawn_standard, terminate, StandardBinary};
 use crate::support::*;
 
 /// The value of one sample line (`name{labels} value`) in a metrics text.
@@ -67,12 +67,8 @@ async fn metrics_after_a_mix_of_requests() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn access_log_lines_carry_every_field_as_json() {
-    let upstream = Upstream::start().await;
-    let keys = KeyDir::new();
-    let (port, admin, toml) = on_free_ports(&config(&upstream.url(), &keys, ""));
-    let path = keys.path("mmgate.toml");
-    std::fs::write(&path, toml).unwrap();
-    let child = spawn(&path, &[("MMGATE_SERVER__LOG_FORMAT", "json")], admin);
+    let StandardBinary { child, port, upstream: _upstream, keys: _keys, .. } =
+        spawn_standard(&[("MMGATE_SERVER__LOG_FORMAT", "json")]).await;
 
     let body = r#"{"query":"query Machines { machines { name } }","operationName":"Machines"}"#;
     let reply = post(
@@ -110,12 +106,8 @@ async fn access_log_lines_carry_every_field_as_json() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rust_log_can_turn_the_access_log_off() {
-    let upstream = Upstream::start().await;
-    let keys = KeyDir::new();
-    let (port, admin, toml) = on_free_ports(&config(&upstream.url(), &keys, ""));
-    let path = keys.path("mmgate.toml");
-    std::fs::write(&path, toml).unwrap();
-    let child = spawn(&path, &[("RUST_LOG", "info,mmgate::access=off")], admin);
+    let StandardBinary { child, port, upstream: _upstream, keys: _keys, .. } =
+        spawn_standard(&[("RUST_LOG", "info,mmgate::access=off")]).await;
     let reply = get(&format!("http://127.0.0.1:{port}/reports/production"), &[AS_DASHBOARD]).await;
     assert_eq!(reply.status, 200);
     let (code, logs) = terminate(child);
