@@ -151,12 +151,21 @@ fn request_path(c: &mut Criterion) {
         b.iter(|| {
             let path = normalise(black_box("/reports/production")).ok()?;
             let route = settings.routes.find(&path)?;
-            let client = settings.clients.identify(black_box(&headers), None).ok()?;
+            let client = settings
+                .clients
+                .identify(black_box(&headers), mmgate::client::Peer::Tcp(([127, 0, 0, 1], 1).into()))
+                .ok()?;
             limiters.admit(client.id, route.key).ok()
         })
     });
     group.bench_function("identify_among_10_clients", |b| {
-        b.iter(|| settings.clients.identify(black_box(&headers), None).map(|c| c.scopes).ok())
+        b.iter(|| {
+            settings
+                .clients
+                .identify(black_box(&headers), mmgate::client::Peer::Tcp(([127, 0, 0, 1], 1).into()))
+                .map(|c| c.scopes)
+                .ok()
+        })
     });
     group.finish();
 }

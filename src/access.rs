@@ -17,8 +17,8 @@ use http::{HeaderValue, Method};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use tracing::Level;
 
+use crate::conn::RequestGuard;
 use crate::error::ProxyError;
-use crate::forward::BoxError;
 use crate::graphql::Summary;
 use crate::limit::Admission;
 use crate::logging::{self, BufferedStderr};
@@ -29,6 +29,8 @@ use crate::state::{Gate, InFlight};
 pub struct Exchange {
     gate: Arc<Gate>,
     _in_flight: InFlight,
+    /// Marks the connection busy until the response ends (its timeouts wait).
+    _request: Option<RequestGuard>,
     started: Instant,
     /// The request id sent upstream and returned to the caller.
     pub request_id: HeaderValue,
@@ -51,11 +53,12 @@ pub struct Exchange {
 }
 
 impl Exchange {
-    /// Starts the record of a request.
-    pub fn begin(gate: &Arc<Gate>, request_id: HeaderValue, method: Method) -> Self {
+    /// Starts the record of a request (`request`: its connection's guard, if any).
+    pub fn begin(gate: &Arc<Gate>, request_id: HeaderValue, method: Method, request: Option<RequestGuard>) -> Self {
         Self {
             gate: Arc::clone(gate),
             _in_flight: gate.track(),
+            _request: request,
             started: Instant::now(),
             request_id,
             method,
@@ -71,13 +74,9 @@ impl Exchange {
         }
     }
 
-    /// Wraps the caller's body so the bytes read from it are counted.
-    pub fn count_in<B>(&self, body: B) -> Body
-    where
-        B: HttpBody<Data = Bytes> + Send + 'static,
-        B::Error: Into<BoxError>,
-    {
-        Body::new(Counted { inner: body, count: Arc::clone(&self.bytes_in) })
+    /// The counter of request body bytes read, for the caller's body to add to.
+    pub fn bytes_in(&self) -> Arc<AtomicU64> {
+        Arc::clone(&self.bytes_in)
     }
 
     /// The process's metrics.
@@ -142,16 +141,16 @@ impl Drop for Exchange {
 /// event formatter was the largest part of mmgate's own work per request).
 struct AccessSink {
     out: BufferedStderr,
-    json: bool,
 }
 
 static SINK: OnceLock<AccessSink> = OnceLock::new();
 
-/// Writes access lines straight to `out` (text, or JSON when `json`), as
-/// the tracing subscriber would format them without colours. Without this
-/// (tests, library use) they go through `tracing`. `RUST_LOG` applies either way.
-pub fn write_lines_to(out: BufferedStderr, json: bool) {
-    let _ = SINK.set(AccessSink { out, json });
+/// Writes access lines straight to `out` (text, or JSON per
+/// `logging::is_json`), as the tracing subscriber would format them without
+/// colours. Without this (tests, library use) they go through `tracing`.
+/// `RUST_LOG` applies either way.
+pub fn write_lines_to(out: BufferedStderr) {
+    let _ = SINK.set(AccessSink { out });
 }
 
 /// One access-log line's fields, in their logged order.
@@ -194,7 +193,7 @@ impl AccessLine<'_> {
         };
         let mut line = Vec::with_capacity(320);
         let timestamp = humantime::format_rfc3339_micros(SystemTime::now());
-        self.write(&mut line, sink.json, timestamp);
+        self.write(&mut line, logging::is_json(), timestamp);
         sink.out.write_line(&line);
     }
 
@@ -321,39 +320,6 @@ impl HttpBody for Observed {
             }
             Poll::Ready(Some(Err(_))) => this.exchange.body_failed = true,
             _ => {}
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// A request body that counts the bytes read from it.
-    struct Counted<B> {
-        #[pin]
-        inner: B,
-        count: Arc<AtomicU64>,
-    }
-}
-
-impl<B: HttpBody<Data = Bytes>> HttpBody for Counted<B> {
-    type Data = Bytes;
-    type Error = B::Error;
-
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
-        let this = self.project();
-        let polled = this.inner.poll_frame(cx);
-        if let Poll::Ready(Some(Ok(frame))) = &polled {
-            if let Some(data) = frame.data_ref() {
-                this.count.fetch_add(data.len() as u64, Ordering::Relaxed);
-            }
         }
         polled
     }

@@ -46,7 +46,10 @@ async fn metrics(State(gate): State<Arc<Gate>>) -> Response {
     ([(CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text).into_response()
 }
 
-/// 200 while serving with every key loaded and none rejected; 503 otherwise.
+/// 200 while serving with a value for every key; 503 otherwise. A key the
+/// upstream rejects, or whose file went bad, fails readiness only with
+/// `server.unready_on_rejected_key`: in a sidecar, readiness gates the whole
+/// application pod, which taking out of service cures nothing.
 async fn readyz(State(gate): State<Arc<Gate>>) -> Response {
     let runtime = gate.runtime();
     let keys: Vec<KeyReport> = runtime
@@ -58,7 +61,13 @@ async fn readyz(State(gate): State<Arc<Gate>>) -> Response {
             state: slot.state().as_str(),
         })
         .collect();
-    let ready = gate.is_serving() && runtime.keys.iter().all(|slot| slot.state() == KeyState::Loaded);
+    let strict = runtime.settings.server.unready_on_rejected_key;
+    let ready = gate.is_serving()
+        && runtime.keys.iter().all(|slot| match slot.state() {
+            KeyState::Loaded => true,
+            KeyState::Missing => false,
+            KeyState::Stale | KeyState::Rejected => !strict,
+        });
     let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (status, Json(Readiness { ready, keys })).into_response()
 }

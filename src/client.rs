@@ -28,9 +28,17 @@ pub enum Credential {
     UnixUid(u32),
 }
 
-/// The user id of the process at the other end of a Unix socket connection.
+/// Who is at the other end of a caller's connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PeerUid(pub u32);
+pub enum Peer {
+    /// A TCP peer, by address.
+    Tcp(std::net::SocketAddr),
+    /// A peer on the Unix socket, by user id when its credentials could be read.
+    Unix {
+        /// The peer process's user id.
+        uid: Option<u32>,
+    },
+}
 
 /// One configured caller.
 #[derive(Debug, Clone)]
@@ -75,11 +83,14 @@ impl ClientTable {
     ///
     /// A token, when sent, decides alone; without one, a client matching the
     /// peer's uid comes before the anonymous client.
-    pub fn identify(&self, headers: &HeaderMap, peer: Option<PeerUid>) -> Result<&Client, ProxyError> {
+    pub fn identify(&self, headers: &HeaderMap, peer: Peer) -> Result<&Client, ProxyError> {
         let mut values = headers.get_all(AUTHORIZATION).iter();
         let Some(value) = values.next() else {
-            let by_uid =
-                peer.and_then(|PeerUid(uid)| self.clients.iter().find(|c| c.credential == Credential::UnixUid(uid)));
+            let uid = match peer {
+                Peer::Unix { uid } => uid,
+                Peer::Tcp(_) => None,
+            };
+            let by_uid = uid.and_then(|uid| self.clients.iter().find(|c| c.credential == Credential::UnixUid(uid)));
             return by_uid
                 .or_else(|| self.anonymous.and_then(|i| self.clients.get(i)))
                 .ok_or(ProxyError::Unauthenticated("this route needs `Authorization: Bearer <token>`"));
@@ -154,7 +165,10 @@ mod tests {
         for a in auth {
             headers.append(AUTHORIZATION, HeaderValue::from_str(a).unwrap());
         }
-        table.identify(&headers, None).map(|c| c.name.to_string()).map_err(|e| e.code().to_owned())
+        table
+            .identify(&headers, Peer::Tcp(([127, 0, 0, 1], 1).into()))
+            .map(|c| c.name.to_string())
+            .map_err(|e| e.code().to_owned())
     }
 
     #[test]

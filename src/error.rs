@@ -6,7 +6,7 @@
 
 use axum::response::Response;
 use bytes::Bytes;
-use http::{header, HeaderValue, StatusCode};
+use http::{header, HeaderMap, HeaderValue, StatusCode};
 use serde::Serialize;
 
 /// An error that mmgate answers without (or instead of) the upstream's response.
@@ -30,8 +30,13 @@ pub enum ProxyError {
     UnsupportedMediaType(String),
     #[error("rate limit `{limit}` exceeded; retry in {retry_after_secs} s")]
     RateLimited { limit: String, retry_after_secs: u64 },
-    #[error("request headers are larger than the {limit}-byte limit")]
-    HeadersTooLarge { limit: usize },
+    #[error("the request head is larger than {limit} bytes or has more than {max_headers} headers")]
+    HeadersTooLarge { limit: usize, max_headers: usize },
+    #[error("{0}")]
+    RequestTimeout(String),
+    /// The caller went away before its answer (logged as 499; nobody reads it).
+    #[error("the caller closed the connection")]
+    CallerGone,
     #[error("the upstream API could not be reached")]
     UpstreamUnreachable,
     #[error("the API key for this route is not available")]
@@ -55,6 +60,9 @@ impl ProxyError {
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            Self::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            // nginx's "client closed request": only ever seen in logs and metrics.
+            Self::CallerGone => StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
             Self::UpstreamUnreachable => StatusCode::BAD_GATEWAY,
             Self::KeyUnavailable | Self::LimiterUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
@@ -74,6 +82,8 @@ impl ProxyError {
             Self::UnsupportedMediaType(_) => "unsupported_media_type",
             Self::RateLimited { .. } => "rate_limited",
             Self::HeadersTooLarge { .. } => "headers_too_large",
+            Self::RequestTimeout(_) => "request_timeout",
+            Self::CallerGone => "caller_gone",
             Self::UpstreamUnreachable => "upstream_unreachable",
             Self::KeyUnavailable => "key_unavailable",
             Self::LimiterUnavailable => "limiter_unavailable",
@@ -81,8 +91,8 @@ impl ProxyError {
         }
     }
 
-    /// The response for this error, carrying `request_id` in its body.
-    pub fn into_response(self, request_id: &str) -> Response {
+    /// The JSON body and headers of this error's response, carrying `request_id`.
+    fn parts(&self, request_id: &str) -> (HeaderMap, Bytes) {
         #[derive(Serialize)]
         struct Body<'a> {
             error: Inner<'a>,
@@ -97,12 +107,10 @@ impl ProxyError {
         let body = Body { error: Inner { code: self.code(), message: &message, request_id } };
         // Serialising three strings cannot fail; the fallback keeps this total.
         let json = serde_json::to_vec(&body).unwrap_or_else(|_| b"{}".to_vec());
-        let mut response = Response::new(axum::body::Body::from(Bytes::from(json)));
-        *response.status_mut() = self.status();
-        let headers = response.headers_mut();
+        let mut headers = HeaderMap::with_capacity(4);
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        match &self {
+        match self {
             Self::RateLimited { retry_after_secs, .. } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
             }
@@ -111,7 +119,43 @@ impl ProxyError {
             }
             _ => {}
         }
+        (headers, Bytes::from(json))
+    }
+
+    /// The response for this error, carrying `request_id` in its body.
+    pub fn into_response(self, request_id: &str) -> Response {
+        let (headers, body) = self.parts(request_id);
+        let mut response = Response::new(axum::body::Body::from(body));
+        *response.status_mut() = self.status();
+        *response.headers_mut() = headers;
         response
+    }
+
+    /// The whole response as HTTP/1.1 bytes, closing the connection: for the
+    /// refusals made below hyper (a head too large or too slow), where no
+    /// response object can be handed to it.
+    pub fn to_http1(&self, request_id: &str) -> Vec<u8> {
+        let (headers, body) = self.parts(request_id);
+        let status = self.status();
+        let mut out = Vec::with_capacity(256 + body.len());
+        out.extend_from_slice(b"HTTP/1.1 ");
+        out.extend_from_slice(status.as_str().as_bytes());
+        out.push(b' ');
+        out.extend_from_slice(status.canonical_reason().unwrap_or("Error").as_bytes());
+        out.extend_from_slice(b"\r\n");
+        for (name, value) in &headers {
+            out.extend_from_slice(name.as_str().as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(value.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(b"x-request-id: ");
+        out.extend_from_slice(request_id.as_bytes());
+        out.extend_from_slice(b"\r\nconnection: close\r\ncontent-length: ");
+        out.extend_from_slice(itoa::Buffer::new().format(body.len()).as_bytes());
+        out.extend_from_slice(b"\r\n\r\n");
+        out.extend_from_slice(&body);
+        out
     }
 }
 
@@ -126,6 +170,25 @@ mod tests {
         assert_eq!(response.status(), StatusCode::FORBIDDEN);
         let body = response.into_body().collect().await.unwrap().to_bytes();
         assert_eq!(&body[..], br#"{"error":{"code":"scope_denied","message":"no","request_id":"abc"}}"#);
+    }
+
+    #[test]
+    fn raw_responses_parse_as_http_with_the_same_body() {
+        let error = ProxyError::HeadersTooLarge { limit: 8192, max_headers: 200 };
+        let raw = error.to_http1("id-1");
+        let mut headers = [httparse::EMPTY_HEADER; 16];
+        let mut response = httparse::Response::new(&mut headers);
+        let httparse::Status::Complete(head) = response.parse(&raw).unwrap() else { panic!("incomplete") };
+        assert_eq!(response.code, Some(431));
+        let header = |name: &str| response.headers.iter().find(|h| h.name == name).map(|h| h.value);
+        assert_eq!(header("x-request-id"), Some(&b"id-1"[..]));
+        assert_eq!(header("connection"), Some(&b"close"[..]));
+        assert_eq!(header("content-type"), Some(&b"application/json"[..]));
+        let body = &raw[head..];
+        assert_eq!(header("content-length"), Some(body.len().to_string().as_bytes()));
+        let json: serde_json::Value = serde_json::from_slice(body).unwrap();
+        assert_eq!(json["error"]["code"], "headers_too_large");
+        assert_eq!(json["error"]["request_id"], "id-1");
     }
 
     #[test]

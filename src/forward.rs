@@ -6,27 +6,28 @@
 //! both bodies. Redirects are returned, never followed: the pooled client
 //! below has no redirect logic at all.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::Body;
 use axum::response::Response;
 use http::header::{self, HeaderName};
 use http::{HeaderMap, HeaderValue, Request, Uri};
-use http_body_util::{LengthLimitError, Limited};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::{Client, ResponseFuture};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use tokio::time::Instant;
 use tower_http::timeout::TimeoutBody;
 
+use crate::body::caller_fault;
 use crate::config::UpstreamSettings;
 use crate::error::ProxyError;
 
-/// Boxed error type of forwarded bodies.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
-/// A request body on its way upstream, cut at `max_body`.
-pub type ForwardBody = Limited<Body>;
+/// A request body on its way upstream (the caller's, already counted and limited).
+pub type ForwardBody = Body;
 
 /// The pooled HTTP client that talks to the upstream.
 pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, ForwardBody>;
@@ -148,8 +149,6 @@ pub struct Outbound<'a> {
     pub request_id: &'a HeaderValue,
     /// The `Host` to send, when known before the connection is chosen.
     pub host: Option<&'a HeaderValue>,
-    /// Largest request body allowed.
-    pub max_body: u64,
 }
 
 /// Turns the caller's request into the upstream request.
@@ -170,38 +169,77 @@ pub fn upstream_request(mut request: Request<Body>, out: Outbound<'_>) -> Reques
     // The connection decides: HTTP/2 if ALPN chose it, else HTTP/1.1,
     // whatever the caller spoke.
     *request.version_mut() = http::Version::HTTP_11;
-    let limit = usize::try_from(out.max_body).unwrap_or(usize::MAX);
-    request.map(|body| Limited::new(body, limit))
+    request
 }
 
-/// Sends `request` and waits up to `timeout` for the response headers.
-pub async fn send(
+/// An upstream call in progress, and what it holds while the upstream works
+/// on it (the key's in-flight permit).
+///
+/// Dropped before the upstream answered (the caller left), the call goes on
+/// in a task of its own until the upstream answers or `deadline` passes: the
+/// upstream keeps working on a request whose caller left, so a caller that
+/// fires and aborts must not free the permit before it does.
+struct Call<H: Send + Unpin + 'static> {
+    future: Option<ResponseFuture>,
+    hold: Option<H>,
+    deadline: Instant,
+}
+
+impl<H: Send + Unpin + 'static> Future for Call<H> {
+    type Output = Result<(http::Response<hyper::body::Incoming>, Option<H>), hyper_util::client::legacy::Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        let Some(future) = this.future.as_mut() else {
+            return Poll::Pending;
+        };
+        let outcome = std::task::ready!(Pin::new(future).poll(cx));
+        this.future = None;
+        Poll::Ready(outcome.map(|response| (response, this.hold.take())))
+    }
+}
+
+impl<H: Send + Unpin + 'static> Drop for Call<H> {
+    fn drop(&mut self) {
+        let (Some(future), Ok(runtime)) = (self.future.take(), tokio::runtime::Handle::try_current()) else {
+            return;
+        };
+        let (hold, deadline) = (self.hold.take(), self.deadline);
+        runtime.spawn(async move {
+            let _ = tokio::time::timeout_at(deadline, future).await;
+            drop(hold);
+        });
+    }
+}
+
+/// Sends `request`, holding `hold` until the upstream's response headers
+/// arrive (then handing it back), and waits up to `timeout` for them.
+pub async fn send<H: Send + Unpin + 'static>(
     client: &UpstreamClient,
     request: Request<ForwardBody>,
     timeout: Duration,
     body_idle_timeout: Duration,
-    max_body: u64,
-) -> Result<Response, ProxyError> {
-    let response = match tokio::time::timeout(timeout, client.request(request)).await {
+    hold: H,
+) -> Result<(Response, Option<H>), ProxyError> {
+    let deadline = Instant::now() + timeout;
+    let call = Call { future: Some(client.request(request)), hold: Some(hold), deadline };
+    let (response, hold) = match tokio::time::timeout_at(deadline, call).await {
         Err(_) => return Err(ProxyError::UpstreamTimeout),
-        Ok(Err(e)) => return Err(classify(&e, max_body)),
-        Ok(Ok(response)) => response,
+        Ok(Err(e)) => return Err(classify(&e)),
+        Ok(Ok(answered)) => answered,
     };
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     // Callers are served HTTP/1.1, whatever the upstream spoke.
     parts.version = http::Version::HTTP_11;
-    Ok(Response::from_parts(parts, Body::new(TimeoutBody::new(body_idle_timeout, body))))
+    Ok((Response::from_parts(parts, Body::new(TimeoutBody::new(body_idle_timeout, body))), hold))
 }
 
-/// Maps a client error: the caller's oversized body is the caller's fault, the rest is the upstream's.
-fn classify(error: &hyper_util::client::legacy::Error, max_body: u64) -> ProxyError {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
-    while let Some(e) = source {
-        if e.is::<LengthLimitError>() {
-            return ProxyError::BodyTooLarge { limit: max_body };
-        }
-        source = e.source();
+/// Maps a client error: a fault of the caller's body (too large, malformed,
+/// stalled, abandoned) is the caller's; the rest is the upstream's.
+fn classify(error: &hyper_util::client::legacy::Error) -> ProxyError {
+    if let Some(fault) = caller_fault(error) {
+        return fault.into();
     }
     tracing::warn!(error = %chain(error), connect = error.is_connect(), "upstream request failed");
     ProxyError::UpstreamUnreachable

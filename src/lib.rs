@@ -24,9 +24,11 @@
 
 pub mod access;
 pub mod admin;
+pub mod body;
 pub mod check;
 pub mod client;
 pub mod config;
+pub mod conn;
 pub mod error;
 pub mod forward;
 pub mod graphql;

@@ -9,15 +9,60 @@
 
 use std::fmt;
 use std::io::{self, BufWriter, Stderr, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
 use tracing::field::{Field, Visit};
-use tracing::{Level, Metadata};
+use tracing::{Event, Level, Metadata, Subscriber};
 use tracing_subscriber::field::RecordFields;
-use tracing_subscriber::fmt::format::{FormatFields, Writer};
+use tracing_subscriber::fmt::format::{Format, FormatEvent, FormatFields, Full, Json, Writer};
 use tracing_subscriber::fmt::time::FormatTime;
-use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::fmt::{FmtContext, MakeWriter};
+use tracing_subscriber::registry::LookupSpan;
+
+/// Whether log lines are JSON (`server.log_format`); a reload may change it.
+static JSON: AtomicBool = AtomicBool::new(false);
+
+/// Switches every log line, access lines included, to JSON or text.
+pub fn set_json(json: bool) {
+    JSON.store(json, Ordering::Relaxed);
+}
+
+/// Whether log lines are written as JSON now.
+pub fn is_json() -> bool {
+    JSON.load(Ordering::Relaxed)
+}
+
+/// The binary's event format: text or JSON, whichever `set_json` last chose.
+pub struct SwitchableFormat {
+    text: Format<Full, Rfc3339Micros>,
+    json: Format<Json, Rfc3339Micros>,
+}
+
+impl SwitchableFormat {
+    /// Text lines coloured when `ansi`; JSON lines flat, one object each.
+    pub fn new(ansi: bool) -> Self {
+        Self {
+            text: Format::default().with_timer(Rfc3339Micros).with_ansi(ansi),
+            json: Format::default().json().flatten_event(true).with_current_span(false).with_timer(Rfc3339Micros),
+        }
+    }
+}
+
+impl<S, N> FormatEvent<S, N> for SwitchableFormat
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'w> FormatFields<'w> + 'static,
+{
+    fn format_event(&self, ctx: &FmtContext<'_, S, N>, writer: Writer<'_>, event: &Event<'_>) -> fmt::Result {
+        if is_json() {
+            self.json.format_event(ctx, writer, event)
+        } else {
+            self.text.format_event(ctx, writer, event)
+        }
+    }
+}
 
 type Shared = Arc<Mutex<BufWriter<Stderr>>>;
 

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use mmgate::config::{ConfigOrigin, LogFormat, Settings};
 use mmgate::keys::KeyStore;
-use mmgate::logging::{BufferedStderr, FlushOnDrop, PlainFields, Rfc3339Micros};
+use mmgate::logging::{BufferedStderr, FlushOnDrop, PlainFields, SwitchableFormat};
 use mmgate::server::Server;
 use mmgate::{check, Gate, Runtime};
 use tokio::signal::unix::{signal, SignalKind};
@@ -107,14 +107,15 @@ fn init_logging(format: LogFormat) -> FlushOnDrop {
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     if !ansi {
         // Coloured lines (a terminal) keep going through tracing-subscriber.
-        mmgate::access::write_lines_to(writer.clone(), format == LogFormat::Json);
+        mmgate::access::write_lines_to(writer.clone());
     }
-    let builder =
-        tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer).with_ansi(ansi).with_timer(Rfc3339Micros);
-    match format {
-        LogFormat::Text => builder.fmt_fields(PlainFields).init(),
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).init(),
-    }
+    mmgate::logging::set_json(format == LogFormat::Json);
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(writer)
+        .fmt_fields(PlainFields)
+        .event_format(SwitchableFormat::new(ansi))
+        .init();
     guard
 }
 
@@ -163,7 +164,7 @@ async fn async_serve(origin: ConfigOrigin) -> ExitCode {
     for warning in &settings.warnings {
         tracing::warn!("{warning}");
     }
-    let keys = match KeyStore::load(&settings.keys) {
+    let keys = match KeyStore::load(&settings.keys, None) {
         Ok(keys) => keys,
         Err(errors) => {
             for e in errors {

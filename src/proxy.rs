@@ -1,7 +1,8 @@
 //! The request path, in order. Each step lives in its own module; this file
 //! only sequences them, so DESIGN.md's steps read top to bottom here:
 //!
-//! 0. protocol checks: CONNECT, TRACE and upgrades refused; header size
+//! 0. protocol checks: CONNECT, TRACE and upgrades refused (head limits:
+//!    hyper, in `server`)
 //! 1. `route`: normalise the path, pick the route (404 before any auth)
 //! 2. `client`: who is calling (401)
 //! 3. `policy`: may it use this route (403)
@@ -13,13 +14,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
+use axum::body::Body;
 use axum::extract::Request;
 use axum::response::Response;
+use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Method, StatusCode};
-use hyper::body::Incoming;
 
 use crate::access::{Exchange, Observed};
-use crate::client::PeerUid;
+use crate::body::{BoxError, CallerBody};
+use crate::client::Peer;
+use crate::conn::RequestGuard;
 use crate::error::ProxyError;
 use crate::forward::{self, Outbound, X_REQUEST_ID};
 use crate::keys::{self, KeySlot};
@@ -30,16 +34,24 @@ use crate::{graphql, limit, policy, route};
 
 /// The proxy's only handler: every method, every path, straight from hyper
 /// (routing follows DESIGN.md's normalisation rules, not a framework's
-/// matcher). `peer` is the caller's uid on a Unix socket.
-pub async fn handle(
+/// matcher). `peer` is who is connected; `request_guard` keeps the
+/// connection's timeouts waiting until the response has ended.
+pub async fn handle<B>(
     gate: Arc<Gate>,
-    peer: Option<PeerUid>,
-    request: http::Request<Incoming>,
-) -> http::Response<Observed> {
+    peer: Peer,
+    request_guard: Option<RequestGuard>,
+    request: http::Request<B>,
+) -> http::Response<Observed>
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
     let request_id = request_id(request.headers());
-    let mut exchange = Exchange::begin(&gate, request_id, request.method().clone());
+    let mut exchange = Exchange::begin(&gate, request_id, request.method().clone(), request_guard);
     let runtime = gate.runtime();
-    let request = request.map(|body| exchange.count_in(body));
+    let server = &runtime.settings.server;
+    let (count, max_body, idle) = (exchange.bytes_in(), server.max_body, server.body_idle_timeout);
+    let request = request.map(|body| Body::new(CallerBody::new(body, count, max_body, idle)));
     let mut response = match checked_forward(&runtime, request, peer, &mut exchange).await {
         Ok(response) => response,
         Err(e) => {
@@ -57,12 +69,11 @@ pub async fn handle(
 async fn checked_forward(
     runtime: &Arc<Runtime>,
     request: Request,
-    peer: Option<PeerUid>,
+    peer: Peer,
     exchange: &mut Exchange,
 ) -> Result<Response, ProxyError> {
     let settings = &runtime.settings;
     refuse_tunnels(request.method(), request.headers())?;
-    check_header_size(request.headers(), settings.server.max_header_bytes)?;
 
     // A cheap clone (shared bytes) so the path can outlive moving the request.
     let uri = request.uri().clone();
@@ -77,12 +88,17 @@ async fn checked_forward(
     let request = match &route.kind {
         RouteKind::Rest => request,
         RouteKind::Graphql(policy) => {
-            let (request, summary) =
-                graphql::check(request, policy, client, &settings.scopes, settings.server.max_body).await?;
+            let (request, summary) = graphql::check(request, policy, client, &settings.scopes).await?;
             exchange.graphql = Some(summary);
             request
         }
     };
+    // Before the limits, so that a refused body costs no quota (a GraphQL
+    // body was read whole above, within the same limit).
+    let max_body = settings.server.max_body;
+    if declared_length(request.headers()).is_some_and(|len| len > max_body) {
+        return Err(ProxyError::BodyTooLarge { limit: max_body });
+    }
 
     let refused = |r: Refusal| {
         exchange.metrics().refused(r.kind, &r.name);
@@ -98,13 +114,7 @@ async fn checked_forward(
             return Err(ProxyError::LimiterUnavailable);
         }
     }
-    // Held until the response body is done: the key's in-flight cap counts it.
-    exchange.admission = Some(admission);
 
-    let max_body = settings.server.max_body;
-    if declared_length(request.headers()).is_some_and(|len| len > max_body) {
-        return Err(ProxyError::BodyTooLarge { limit: max_body });
-    }
     let key = runtime.keys.slot(route.key).and_then(|slot| slot.current()).ok_or(ProxyError::KeyUnavailable)?;
     let upstream = &settings.upstream;
     let out = Outbound {
@@ -112,12 +122,15 @@ async fn checked_forward(
         authorization: key.authorization(),
         request_id: &exchange.request_id,
         host: upstream.host_header.as_ref(),
-        max_body,
     };
     let outbound = forward::upstream_request(request, out);
     let sent = Instant::now();
-    let response =
-        forward::send(&runtime.upstream, outbound, upstream.timeout, upstream.body_idle_timeout, max_body).await?;
+    // The admission (the key's in-flight permit) is held until the upstream
+    // has answered, even if the caller leaves, and then until the response
+    // body is done.
+    let (response, admission) =
+        forward::send(&runtime.upstream, outbound, upstream.timeout, upstream.body_idle_timeout, admission).await?;
+    exchange.admission = admission;
     exchange.upstream_latency = Some(sent.elapsed());
     match response.status() {
         StatusCode::UNAUTHORIZED => {
@@ -153,10 +166,15 @@ fn key_refused(runtime: &Arc<Runtime>, key: KeyId) {
             "the upstream refused this key repeatedly: deleted or revoked? /readyz reports it rejected"
         );
     }
+    // One re-read at a time: a burst of 401s must not queue a file read each.
+    if !slot.begin_reread() {
+        return;
+    }
     let runtime = Arc::clone(runtime);
     tokio::task::spawn_blocking(move || {
         if let Some(slot) = runtime.keys.slot(key) {
             slot.refresh_and_log("upstream answered 401");
+            slot.end_reread();
         }
     });
 }
@@ -199,15 +217,6 @@ fn refuse_tunnels(method: &Method, headers: &HeaderMap) -> Result<(), ProxyError
     Ok(())
 }
 
-/// Counts header bytes as they appear on the wire (`name: value\r\n`).
-fn check_header_size(headers: &HeaderMap, limit: usize) -> Result<(), ProxyError> {
-    let size: usize = headers.iter().map(|(n, v)| n.as_str().len() + v.len() + 4).sum();
-    if size > limit {
-        return Err(ProxyError::HeadersTooLarge { limit });
-    }
-    Ok(())
-}
-
 fn declared_length(headers: &HeaderMap) -> Option<u64> {
     headers.get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
 }
@@ -226,7 +235,7 @@ fn request_id(headers: &HeaderMap) -> HeaderValue {
 }
 
 /// A process-unique id: a random per-process prefix and a counter, cheap and never repeated.
-fn new_request_id() -> HeaderValue {
+pub fn new_request_id() -> HeaderValue {
     static PREFIX: OnceLock<String> = OnceLock::new();
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let prefix = PREFIX.get_or_init(|| {

@@ -82,14 +82,22 @@ impl Gate {
     }
 
     fn try_reload(&self, origin: &ConfigOrigin) -> Result<(), String> {
-        let settings = Settings::load(origin.clone()).map_err(|e| e.to_string())?;
-        let keys = KeyStore::load(&settings.keys)
-            .map_err(|errors| errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))?;
+        let mut settings = Settings::load(origin.clone()).map_err(|e| e.to_string())?;
         let old = self.runtime();
-        let (was, now) = (&old.settings.server, &settings.server);
-        if was.listen != now.listen || was.admin_listen != now.admin_listen || was.log_format != now.log_format {
-            tracing::warn!("a changed listen, admin_listen or log_format takes effect only after a restart");
+        let keys = KeyStore::load(&settings.keys, Some(&old.keys))
+            .map_err(|errors| errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))?;
+        let (was, now) = (&old.settings.server, &mut settings.server);
+        // The sockets stay bound where they are: the settings say so, so
+        // that what is reported is what is in force.
+        for (name, was, now) in
+            [("listen", &was.listen, &mut now.listen), ("admin_listen", &was.admin_listen, &mut now.admin_listen)]
+        {
+            if was != now {
+                tracing::warn!(setting = name, running = %was, configured = %now, "server.{name} changes only with a restart; keeping {was}");
+                *now = was.clone();
+            }
         }
+        crate::logging::set_json(settings.server.log_format == crate::config::LogFormat::Json);
         for warning in &settings.warnings {
             tracing::warn!("{warning}");
         }

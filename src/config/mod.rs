@@ -116,10 +116,22 @@ pub struct ServerSettings {
     pub admin_listen: ListenAddr,
     /// Largest request body forwarded, in bytes.
     pub max_body: u64,
-    /// Largest request head (all header lines), in bytes.
+    /// Largest request head (request line and headers), in bytes.
     pub max_header_bytes: usize,
+    /// Most headers in a request.
+    pub max_headers: usize,
+    /// Most proxy connections open at once.
+    pub max_connections: usize,
+    /// Time allowed for a request head to arrive.
+    pub header_timeout: Duration,
+    /// Time a keep-alive connection may stay idle.
+    pub idle_timeout: Duration,
+    /// Longest pause allowed inside a caller's request body.
+    pub body_idle_timeout: Duration,
     /// How long in-flight requests get at shutdown.
     pub shutdown_grace: Duration,
+    /// Whether a rejected or stale key makes `/readyz` fail.
+    pub unready_on_rejected_key: bool,
     /// How often key files are re-read when no change event arrives.
     pub key_poll_interval: Duration,
     /// Whether key files are watched for changes (else only polled).

@@ -69,10 +69,22 @@ pub struct RawServer {
     pub admin_listen: String,
     /// Default 1 MiB.
     pub max_body: ByteSize,
-    /// Default 32 KiB.
+    /// Default 32 KiB: request line and headers; 431 above it.
     pub max_header_bytes: ByteSize,
+    /// Default 200: header count; 431 above it.
+    pub max_headers: u32,
+    /// Default 10000: further connections wait in the backlog.
+    pub max_connections: u32,
+    /// Default 10 s: a request head not complete by then gets 408.
+    pub header_timeout: HumanDuration,
+    /// Default 60 s: keep-alive connections idle longer are closed.
+    pub idle_timeout: HumanDuration,
+    /// Default 30 s: a caller's body that stalls longer gets 408.
+    pub body_idle_timeout: HumanDuration,
     /// Default 25 s.
     pub shutdown_grace: HumanDuration,
+    /// Default false: true makes /readyz 503 while a key is rejected or stale.
+    pub unready_on_rejected_key: bool,
     /// Default 5 s: fallback re-read of key files when no change event arrives.
     pub key_poll_interval: HumanDuration,
     /// Default true: re-read key files as soon as their directory changes.
@@ -88,7 +100,13 @@ impl Default for RawServer {
             admin_listen: "127.0.0.1:9090".into(),
             max_body: ByteSize(1024 * 1024),
             max_header_bytes: ByteSize(32 * 1024),
+            max_headers: 200,
+            max_connections: 10_000,
+            header_timeout: HumanDuration(Duration::from_secs(10)),
+            idle_timeout: HumanDuration(Duration::from_secs(60)),
+            body_idle_timeout: HumanDuration(Duration::from_secs(30)),
             shutdown_grace: HumanDuration(Duration::from_secs(25)),
+            unready_on_rejected_key: false,
             key_poll_interval: HumanDuration(Duration::from_secs(5)),
             watch_key_files: true,
             log_format: "text".into(),

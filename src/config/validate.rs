@@ -183,12 +183,24 @@ fn server(c: &mut Checker, raw: &RawServer) -> Option<ServerSettings> {
     if !(1024..=1024 * 1024).contains(&max_header_bytes) {
         c.problem("server.max_header_bytes", "must be between 1KiB and 1MiB, e.g. \"32KiB\"");
     }
+    if !(1..=10_000).contains(&raw.max_headers) {
+        c.problem("server.max_headers", "must be between 1 and 10000, e.g. 200");
+    }
+    if raw.max_connections == 0 {
+        c.problem("server.max_connections", "must be at least 1, e.g. 10000");
+    }
     Some(ServerSettings {
         listen: listen?,
         admin_listen: admin_listen?,
         max_body: raw.max_body.0,
         max_header_bytes,
+        max_headers: usize::try_from(raw.max_headers).unwrap_or(usize::MAX),
+        max_connections: usize::try_from(raw.max_connections).unwrap_or(usize::MAX),
+        header_timeout: c.positive("server.header_timeout", raw.header_timeout.0),
+        idle_timeout: c.positive("server.idle_timeout", raw.idle_timeout.0),
+        body_idle_timeout: c.positive("server.body_idle_timeout", raw.body_idle_timeout.0),
         shutdown_grace: raw.shutdown_grace.0,
+        unready_on_rejected_key: raw.unready_on_rejected_key,
         key_poll_interval: c.positive("server.key_poll_interval", raw.key_poll_interval.0),
         watch_key_files: raw.watch_key_files,
         log_format: match raw.log_format.as_str() {
@@ -438,6 +450,20 @@ fn route_spec(c: &mut Checker, i: usize, raw: &RawRoute, keys: &[KeySpec]) -> Op
                 ),
             );
         }
+        // A scope of the config's own (like `write`) only gates callers;
+        // a published one is what MachineMetrics checks on the key.
+        if let (RouteKind::Graphql(g), Some(name)) = (&kind, raw.mutation_scope.as_deref()) {
+            let needed = g.mutation_scope.filter(|s| !spec.scopes.contains(*s));
+            if needed.is_some() && PUBLISHED_SCOPES.contains(&name) {
+                c.problem(
+                    format!("{at}.mutation_scope"),
+                    format!(
+                        "key `{}` is not granted scope `{name}`, which mutations here need upstream; add it to keys.{}.scopes (and to the key upstream) or use another key",
+                        spec.name, spec.name
+                    ),
+                );
+            }
+        }
     }
     Some(Route { pattern: raw.path.as_str().into(), matcher, key, scope, kind })
 }
@@ -528,6 +554,9 @@ fn least_privilege(c: &mut Checker, keys: &[KeySpec], routes: &[Route], clients:
         for route in routes.iter().filter(|r| r.key == id) {
             used = true;
             needed.insert(route.scope);
+            if let RouteKind::Graphql(GraphqlRoute { mutation_scope: Some(s), .. }) = &route.kind {
+                needed.insert(*s);
+            }
         }
         if !used {
             c.warnings.push(format!("keys.{}: no route uses this key; remove it", key.name));

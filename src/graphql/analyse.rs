@@ -5,6 +5,12 @@
 //! Pure functions over apollo-parser's syntax tree. Every operation of the
 //! document is analysed, not only the one `operationName` selects, so mmgate
 //! never has to guess which one the upstream will run.
+//!
+//! Cost is linear in the document's size however often fragments are
+//! spread: fragments are ordered so that each is measured once, after the
+//! fragments it spreads (an explicit stack, so a long chain of fragments
+//! cannot overflow the thread's stack), and a spread then costs one lookup
+//! of a memoised `Shape`. Expanded counts saturate instead of growing.
 
 use std::collections::HashMap;
 
@@ -65,13 +71,48 @@ pub struct Operation {
     pub root_fields: Vec<String>,
 }
 
+/// A limit on a document's shape, as named in messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShapeLimit {
+    /// `max_depth`.
+    Depth,
+    /// `max_aliases`.
+    Aliases,
+    /// `max_root_fields`.
+    RootFields,
+}
+
 /// Why a document was refused before any policy was applied.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct AnalysisError(pub String);
+pub enum AnalysisError {
+    /// Not a valid, executable request document.
+    #[error("{0}")]
+    Malformed(String),
+    /// `__schema` or `__type` on a route without introspection (a policy denial).
+    #[error("introspection (`__schema`, `__type`) is disabled on this route")]
+    Introspection,
+    /// A shape limit was passed: `found` (at least) against `allowed`.
+    #[error("{}", describe_limit(*.limit, *.found, *.allowed))]
+    Limit {
+        /// Which limit.
+        limit: ShapeLimit,
+        /// What the document has (saturated for huge expansions).
+        found: u64,
+        /// What the route allows.
+        allowed: u32,
+    },
+}
 
-fn err<T>(message: impl Into<String>) -> Result<T, AnalysisError> {
-    Err(AnalysisError(message.into()))
+fn describe_limit(limit: ShapeLimit, found: u64, allowed: u32) -> String {
+    match limit {
+        ShapeLimit::Depth => format!("selection depth {found}; this route allows at most {allowed}"),
+        ShapeLimit::Aliases => format!("{found} aliases; this route allows at most {allowed}"),
+        ShapeLimit::RootFields => format!("{found} root fields; this route allows at most {allowed}"),
+    }
+}
+
+fn malformed<T>(message: impl Into<String>) -> Result<T, AnalysisError> {
+    Err(AnalysisError::Malformed(message.into()))
 }
 
 /// Line and column (1-based) of byte `index` in `text`.
@@ -94,71 +135,42 @@ pub fn analyse(document: &str, operation_name: Option<&str>, limits: &Limits) ->
     if let Some(e) = tree.errors().next() {
         let (line, column) = position(document, e.index());
         if e.is_limit() {
-            return err(format!(
+            return malformed(format!(
                 "document too large or too deeply nested ({}) at line {line}, column {column}",
                 e.message()
             ));
         }
-        return err(format!("syntax error at line {line}, column {column}: {}", e.message()));
+        return malformed(format!("syntax error at line {line}, column {column}: {}", e.message()));
     }
 
     let mut operations = Vec::new();
-    let mut fragments: HashMap<String, cst::SelectionSet> = HashMap::new();
+    let mut fragments = Fragments::default();
     for definition in tree.document().definitions() {
         match definition {
             cst::Definition::OperationDefinition(op) => operations.push(op),
-            cst::Definition::FragmentDefinition(fragment) => {
-                let name = fragment.fragment_name().and_then(|n| n.name()).map(|n| n.text().to_string());
-                let (Some(name), Some(set)) = (name, fragment.selection_set()) else {
-                    return err("a fragment needs a name and a selection set");
-                };
-                if fragments.insert(name.clone(), set).is_some() {
-                    return err(format!("fragment `{name}` is defined twice"));
-                }
-            }
+            cst::Definition::FragmentDefinition(fragment) => fragments.add(&fragment)?,
             other => {
-                return err(format!(
+                return malformed(format!(
                     "a request document may only hold operations and fragments, not a {}",
                     other.kind()
                 ))
             }
         }
     }
-    if operations.is_empty() {
-        return err("the document has no operation");
-    }
-    if operations.len() > 1 && operations.iter().any(|op| op.name().is_none()) {
-        return err("an anonymous operation must be the only operation in the document");
-    }
-    let names: Vec<Option<String>> = operations.iter().map(|op| op.name().map(|n| n.text().to_string())).collect();
-    for (i, name) in names.iter().enumerate() {
-        if let Some(name) = name {
-            if names[..i].iter().flatten().any(|n| n == name) {
-                return err(format!("operation `{name}` is defined twice"));
-            }
-        }
-    }
-    match operation_name {
-        Some(wanted) if !names.iter().flatten().any(|n| n == wanted) => {
-            return err(format!("operationName `{wanted}` names no operation in the document"));
-        }
-        None if operations.len() > 1 => {
-            return err("the document has several operations: operationName must choose one")
-        }
-        _ => {}
-    }
+    let names = operation_names(&operations, operation_name)?;
 
-    let mut walk = Walk { fragments: &fragments, inner: HashMap::new(), roots: HashMap::new(), visiting: Vec::new() };
     // Every fragment is measured, used or not, so that every cycle is found.
-    for name in fragments.keys() {
-        walk.fragment_inner(name)?;
-    }
+    let measured = fragments.measure(limits)?;
     let (aliases, introspects) = count_aliases_and_introspection(tree.document().syntax());
     if aliases > limits.max_aliases {
-        return err(format!("{aliases} aliases; this route allows at most {}", limits.max_aliases));
+        return Err(AnalysisError::Limit {
+            limit: ShapeLimit::Aliases,
+            found: aliases.into(),
+            allowed: limits.max_aliases,
+        });
     }
     if introspects && !limits.introspection {
-        return Err(AnalysisError::introspection());
+        return Err(AnalysisError::Introspection);
     }
 
     let mut out = Vec::with_capacity(operations.len());
@@ -169,138 +181,254 @@ pub fn analyse(document: &str, operation_name: Option<&str>, limits: &Limits) ->
             _ => OperationKind::Query,
         };
         let Some(set) = op.selection_set() else {
-            return err("an operation needs a selection set");
+            return malformed("an operation needs a selection set");
         };
-        let depth = 1 + walk.inner(&set)?;
-        if depth > limits.max_depth {
-            return err(format!("selection depth {depth}; this route allows at most {}", limits.max_depth));
+        let shape = measured.shape(&set)?;
+        // The operation's own selection set is a level too.
+        let depth = u64::from(shape.depth) + 1;
+        if depth > u64::from(limits.max_depth) {
+            return Err(AnalysisError::Limit { limit: ShapeLimit::Depth, found: depth, allowed: limits.max_depth });
         }
-        let roots = walk.roots(&set)?;
-        if roots.count > u64::from(limits.max_root_fields) {
-            return err(format!("{} root fields; this route allows at most {}", roots.count, limits.max_root_fields));
+        if shape.roots > u64::from(limits.max_root_fields) {
+            return Err(AnalysisError::Limit {
+                limit: ShapeLimit::RootFields,
+                found: shape.roots,
+                allowed: limits.max_root_fields,
+            });
         }
-        out.push(Operation { kind, name, root_fields: roots.names });
+        let mut root_fields = Vec::new();
+        measured.root_names(&set, &mut root_fields)?;
+        out.push(Operation { kind, name, root_fields });
     }
     Ok(out)
 }
 
-impl AnalysisError {
-    /// The refusal for `__schema` / `__type` on a route without introspection.
-    fn introspection() -> Self {
-        Self("introspection (`__schema`, `__type`) is disabled on this route".into())
+/// The operations' names, once the document's naming rules and
+/// `operation_name` have been checked.
+fn operation_names(
+    operations: &[cst::OperationDefinition],
+    operation_name: Option<&str>,
+) -> Result<Vec<Option<String>>, AnalysisError> {
+    if operations.is_empty() {
+        return malformed("the document has no operation");
     }
-
-    /// Whether this is the introspection refusal (a policy denial, not a malformed document).
-    pub fn is_introspection(&self) -> bool {
-        *self == Self::introspection()
+    if operations.len() > 1 && operations.iter().any(|op| op.name().is_none()) {
+        return malformed("an anonymous operation must be the only operation in the document");
+    }
+    let names: Vec<Option<String>> = operations.iter().map(|op| op.name().map(|n| n.text().to_string())).collect();
+    let mut seen: HashMap<&str, ()> = HashMap::with_capacity(names.len());
+    for name in names.iter().flatten() {
+        if seen.insert(name, ()).is_some() {
+            return malformed(format!("operation `{name}` is defined twice"));
+        }
+    }
+    match operation_name {
+        Some(wanted) if !seen.contains_key(wanted) => {
+            malformed(format!("operationName `{wanted}` names no operation in the document"))
+        }
+        None if operations.len() > 1 => malformed("the document has several operations: operationName must choose one"),
+        _ => Ok(names),
     }
 }
 
-/// Root fields of a selection set: distinct names and the expanded count.
-#[derive(Debug, Clone, Default)]
-struct Roots {
+/// A selection set's measures, fragments expanded.
+#[derive(Debug, Clone, Copy, Default)]
+struct Shape {
+    /// Nesting of fields that have a selection set below this one (0: leaves only).
+    depth: u32,
+    /// Fields selected at this level, fragments expanded (saturating).
+    roots: u64,
+}
+
+/// The document's fragments, by index.
+#[derive(Default)]
+struct Fragments {
     names: Vec<String>,
-    count: u64,
+    sets: Vec<cst::SelectionSet>,
+    index: HashMap<String, usize>,
 }
 
-/// Fragment expansion, memoised so that fragments spread many times (or
-/// "fragment bombs") cost their size once, not exponentially.
-struct Walk<'a> {
-    fragments: &'a HashMap<String, cst::SelectionSet>,
-    inner: HashMap<String, u32>,
-    roots: HashMap<String, Roots>,
-    visiting: Vec<String>,
-}
-
-impl Walk<'_> {
-    fn fragment_set(&self, name: &str) -> Result<cst::SelectionSet, AnalysisError> {
-        match self.fragments.get(name) {
-            Some(set) => Ok(set.clone()),
-            None => err(format!("fragment `{name}` is not defined")),
+impl Fragments {
+    fn add(&mut self, fragment: &cst::FragmentDefinition) -> Result<(), AnalysisError> {
+        let name = fragment.fragment_name().and_then(|n| n.name()).map(|n| n.text().to_string());
+        let (Some(name), Some(set)) = (name, fragment.selection_set()) else {
+            return malformed("a fragment needs a name and a selection set");
+        };
+        if self.index.insert(name.clone(), self.names.len()).is_some() {
+            return malformed(format!("fragment `{name}` is defined twice"));
         }
-    }
-
-    fn enter(&mut self, name: &str) -> Result<(), AnalysisError> {
-        if self.visiting.iter().any(|v| v == name) {
-            return err(format!("fragment `{name}` spreads itself (a fragment cycle)"));
-        }
-        self.visiting.push(name.to_owned());
+        self.names.push(name);
+        self.sets.push(set);
         Ok(())
     }
 
-    /// Depth below a selection set: 0 when it selects only leaf fields.
-    fn inner(&mut self, set: &cst::SelectionSet) -> Result<u32, AnalysisError> {
-        let mut deepest = 0;
-        for selection in set.selections() {
-            let d = match selection {
-                cst::Selection::Field(field) => match field.selection_set() {
-                    Some(sub) => 1 + self.inner(&sub)?,
-                    None => 0,
-                },
-                cst::Selection::InlineFragment(inline) => match inline.selection_set() {
-                    Some(sub) => self.inner(&sub)?,
-                    None => 0,
-                },
-                cst::Selection::FragmentSpread(spread) => self.fragment_inner(&spread_name(&spread)?)?,
-            };
-            deepest = deepest.max(d);
+    fn lookup(&self, spread: &cst::FragmentSpread) -> Result<usize, AnalysisError> {
+        let Some(name) = spread.fragment_name().and_then(|n| n.name()) else {
+            return malformed("a fragment spread needs a name");
+        };
+        let name = name.text();
+        match self.index.get(name.as_str()) {
+            Some(&i) => Ok(i),
+            None => malformed(format!("fragment `{name}` is not defined")),
         }
-        Ok(deepest)
     }
 
-    fn fragment_inner(&mut self, name: &str) -> Result<u32, AnalysisError> {
-        if let Some(d) = self.inner.get(name) {
-            return Ok(*d);
-        }
-        self.enter(name)?;
-        let set = self.fragment_set(name)?;
-        let d = self.inner(&set)?;
-        self.visiting.pop();
-        self.inner.insert(name.to_owned(), d);
-        Ok(d)
-    }
-
-    fn roots(&mut self, set: &cst::SelectionSet) -> Result<Roots, AnalysisError> {
-        let mut roots = Roots::default();
+    /// The fragments `set` spreads, at any depth (without following them).
+    fn spreads(&self, set: &cst::SelectionSet, out: &mut Vec<usize>) -> Result<(), AnalysisError> {
         for selection in set.selections() {
-            let more = match selection {
+            match selection {
                 cst::Selection::Field(field) => {
-                    let Some(name) = field.name() else { continue };
-                    Roots { names: vec![name.text().to_string()], count: 1 }
+                    if let Some(sub) = field.selection_set() {
+                        self.spreads(&sub, out)?;
+                    }
                 }
-                cst::Selection::InlineFragment(inline) => match inline.selection_set() {
-                    Some(sub) => self.roots(&sub)?,
-                    None => continue,
-                },
-                cst::Selection::FragmentSpread(spread) => self.fragment_roots(&spread_name(&spread)?)?,
-            };
-            roots.count = roots.count.saturating_add(more.count);
-            for name in more.names {
-                if !roots.names.contains(&name) {
-                    roots.names.push(name);
+                cst::Selection::InlineFragment(inline) => {
+                    if let Some(sub) = inline.selection_set() {
+                        self.spreads(&sub, out)?;
+                    }
+                }
+                cst::Selection::FragmentSpread(spread) => out.push(self.lookup(&spread)?),
+            }
+        }
+        Ok(())
+    }
+
+    /// Fragments in an order where each comes after every fragment it
+    /// spreads; a cycle is refused. Depth-first with an explicit stack.
+    fn order(&self) -> Result<Vec<usize>, AnalysisError> {
+        let mut deps = Vec::with_capacity(self.sets.len());
+        for set in &self.sets {
+            let mut out = Vec::new();
+            self.spreads(set, &mut out)?;
+            deps.push(out);
+        }
+        #[derive(Clone, Copy, PartialEq)]
+        enum Mark {
+            New,
+            Open,
+            Done,
+        }
+        let mut mark = vec![Mark::New; deps.len()];
+        let mut order = Vec::with_capacity(deps.len());
+        for start in 0..deps.len() {
+            if mark[start] != Mark::New {
+                continue;
+            }
+            mark[start] = Mark::Open;
+            let mut stack = vec![(start, 0usize)];
+            while let Some((node, next)) = stack.last_mut() {
+                let node = *node;
+                if let Some(&dep) = deps[node].get(*next) {
+                    *next += 1;
+                    match mark[dep] {
+                        Mark::New => {
+                            mark[dep] = Mark::Open;
+                            stack.push((dep, 0));
+                        }
+                        Mark::Open => {
+                            return malformed(format!(
+                                "fragment `{}` spreads itself (a fragment cycle)",
+                                self.names[dep]
+                            ))
+                        }
+                        Mark::Done => {}
+                    }
+                } else {
+                    mark[node] = Mark::Done;
+                    order.push(node);
+                    stack.pop();
                 }
             }
         }
-        Ok(roots)
+        Ok(order)
     }
 
-    fn fragment_roots(&mut self, name: &str) -> Result<Roots, AnalysisError> {
-        if let Some(r) = self.roots.get(name) {
-            return Ok(r.clone());
+    /// Measures every fragment once, in dependency order; root names are
+    /// kept only for fragments within `max_root_fields` (an operation
+    /// spreading any other at its root is refused by count first).
+    fn measure(&self, limits: &Limits) -> Result<Measured<'_>, AnalysisError> {
+        let mut measured = Measured {
+            fragments: self,
+            shapes: vec![Shape::default(); self.sets.len()],
+            names: vec![None; self.sets.len()],
+        };
+        for i in self.order()? {
+            let set = &self.sets[i];
+            let shape = measured.shape(set)?;
+            measured.shapes[i] = shape;
+            if shape.roots <= u64::from(limits.max_root_fields) {
+                let mut names = Vec::new();
+                measured.root_names(set, &mut names)?;
+                measured.names[i] = Some(names);
+            }
         }
-        self.enter(name)?;
-        let set = self.fragment_set(name)?;
-        let r = self.roots(&set)?;
-        self.visiting.pop();
-        self.roots.insert(name.to_owned(), r.clone());
-        Ok(r)
+        Ok(measured)
     }
 }
 
-fn spread_name(spread: &cst::FragmentSpread) -> Result<String, AnalysisError> {
-    match spread.fragment_name().and_then(|n| n.name()) {
-        Some(name) => Ok(name.text().to_string()),
-        None => err("a fragment spread needs a name"),
+/// Fragments with their measures, ready to measure operations.
+struct Measured<'a> {
+    fragments: &'a Fragments,
+    shapes: Vec<Shape>,
+    names: Vec<Option<Vec<String>>>,
+}
+
+impl Measured<'_> {
+    /// `set`'s shape; every fragment it spreads was measured before.
+    fn shape(&self, set: &cst::SelectionSet) -> Result<Shape, AnalysisError> {
+        let mut shape = Shape::default();
+        for selection in set.selections() {
+            let (depth, roots) = match selection {
+                cst::Selection::Field(field) => match field.selection_set() {
+                    Some(sub) => (self.shape(&sub)?.depth.saturating_add(1), 1),
+                    None => (0, 1),
+                },
+                cst::Selection::InlineFragment(inline) => match inline.selection_set() {
+                    Some(sub) => {
+                        let inner = self.shape(&sub)?;
+                        (inner.depth, inner.roots)
+                    }
+                    None => (0, 0),
+                },
+                cst::Selection::FragmentSpread(spread) => {
+                    let inner = self.shapes[self.fragments.lookup(&spread)?];
+                    (inner.depth, inner.roots)
+                }
+            };
+            shape.depth = shape.depth.max(depth);
+            shape.roots = shape.roots.saturating_add(roots);
+        }
+        Ok(shape)
+    }
+
+    /// Adds the distinct names of `set`'s root fields to `out`. Only called
+    /// where the root count is within `max_root_fields`, so `out` stays short.
+    fn root_names(&self, set: &cst::SelectionSet, out: &mut Vec<String>) -> Result<(), AnalysisError> {
+        for selection in set.selections() {
+            match selection {
+                cst::Selection::Field(field) => {
+                    if let Some(name) = field.name() {
+                        let name = name.text();
+                        if !out.iter().any(|n| *n == name.as_str()) {
+                            out.push(name.to_string());
+                        }
+                    }
+                }
+                cst::Selection::InlineFragment(inline) => {
+                    if let Some(sub) = inline.selection_set() {
+                        self.root_names(&sub, out)?;
+                    }
+                }
+                cst::Selection::FragmentSpread(spread) => {
+                    for name in self.names[self.fragments.lookup(&spread)?].iter().flatten() {
+                        if !out.contains(name) {
+                            out.push(name.clone());
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -323,102 +451,4 @@ fn count_aliases_and_introspection(root: &apollo_parser::SyntaxNode) -> (u32, bo
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn ops(doc: &str) -> Vec<(OperationKind, Option<String>, Vec<String>)> {
-        analyse(doc, None, &Limits::default())
-            .unwrap_or_else(|e| panic!("{doc}: {e}"))
-            .into_iter()
-            .map(|o| (o.kind, o.name, o.root_fields))
-            .collect()
-    }
-
-    fn refused(doc: &str, name: Option<&str>, limits: &Limits) -> String {
-        analyse(doc, name, limits).expect_err(doc).0
-    }
-
-    #[test]
-    fn operation_types_and_root_fields() {
-        assert_eq!(ops("{ machines { name } }"), [(OperationKind::Query, None, vec!["machines".to_owned()])]);
-        assert_eq!(
-            ops("mutation M { a: createThing { id } other }"),
-            [(OperationKind::Mutation, Some("M".into()), vec!["createThing".to_owned(), "other".to_owned()])]
-        );
-        assert_eq!(ops("subscription { tick }")[0].0, OperationKind::Subscription);
-        let doc = "query Q { ...F ... on Query { activities { id } } } fragment F on Query { machines { name } m2: machines { id } }";
-        assert_eq!(ops(doc)[0].2, ["machines", "activities"]);
-    }
-
-    #[test]
-    fn every_operation_is_reported_and_names_are_checked() {
-        let doc = "query A { a } mutation B { b }";
-        let all = analyse(doc, Some("A"), &Limits::default()).unwrap();
-        assert_eq!(all.iter().map(|o| o.kind).collect::<Vec<_>>(), [OperationKind::Query, OperationKind::Mutation]);
-        assert!(refused(doc, None, &Limits::default()).contains("operationName must choose"));
-        assert!(refused(doc, Some("C"), &Limits::default()).contains("names no operation"));
-        assert!(refused("{ a } mutation B { b }", Some("B"), &Limits::default()).contains("anonymous"));
-        assert!(refused("query A { a } query A { b }", Some("A"), &Limits::default()).contains("twice"));
-    }
-
-    #[test]
-    fn depth_counts_selection_sets_with_fragments_expanded() {
-        let limits = Limits { max_depth: 3, ..Limits::default() };
-        assert!(analyse("{ a { b { c } } }", None, &limits).is_ok());
-        assert!(refused("{ a { b { c { d } } } }", None, &limits).contains("depth 4"));
-        let via_fragment = "{ a { ...F } } fragment F on T { b { c { d } } }";
-        assert!(refused(via_fragment, None, &limits).contains("depth 4"));
-        let via_inline = "{ a { ... on T { b { ... { c { d } } } } } }";
-        assert!(refused(via_inline, None, &limits).contains("depth 4"));
-    }
-
-    #[test]
-    fn fragment_cycles_and_unknown_fragments_are_refused() {
-        let cycle = "{ ...A } fragment A on Q { ...B } fragment B on Q { ...A }";
-        assert!(refused(cycle, None, &Limits::default()).contains("cycle"));
-        let unused_cycle = "{ a } fragment A on Q { ...A }";
-        assert!(refused(unused_cycle, None, &Limits::default()).contains("cycle"));
-        assert!(refused("{ ...Nope }", None, &Limits::default()).contains("`Nope` is not defined"));
-    }
-
-    #[test]
-    fn fragment_bombs_are_cheap() {
-        let mut doc = String::from("{ ...F0 }");
-        for i in 0..40 {
-            doc.push_str(&format!(" fragment F{i} on Q {{ ...F{} ...F{} }}", i + 1, i + 1));
-        }
-        doc.push_str(" fragment F40 on Q { x }");
-        // 2^40 root fields once expanded: refused by count, computed by memo.
-        assert!(refused(&doc, None, &Limits::default()).contains("root fields"));
-    }
-
-    #[test]
-    fn aliases_root_fields_tokens_and_introspection_are_limited() {
-        let limits =
-            Limits { max_aliases: 2, max_root_fields: 2, max_tokens: 50, introspection: false, ..Limits::default() };
-        assert!(refused("{ a: x b: x c: x }", None, &limits).contains("3 aliases"));
-        assert!(refused("{ x y z }", None, &limits).contains("3 root fields"));
-        let long = format!("{{ {} }}", "x ".repeat(60));
-        assert!(refused(&long, None, &limits).contains("too large"));
-        let e = analyse("{ __schema { types { name } } }", None, &limits).unwrap_err();
-        assert!(e.is_introspection());
-        assert!(analyse("{ __typename }", None, &limits).is_ok());
-    }
-
-    #[test]
-    fn syntax_errors_have_a_position() {
-        let e = refused("{ a \n  b( }", None, &Limits::default());
-        assert!(e.contains("line 2"), "{e}");
-        assert!(
-            refused("", None, &Limits::default()).contains("no operation")
-                || refused("", None, &Limits::default()).contains("syntax")
-        );
-        assert!(refused("type Query { a: Int }", None, &Limits::default()).contains("only hold operations"));
-    }
-
-    #[test]
-    fn keywords_inside_strings_and_comments_do_not_confuse() {
-        let doc = "# mutation { drop }\nquery { machines(where: {name: {_eq: \"mutation { x }\"}}) { name } }";
-        assert_eq!(ops(doc)[0].0, OperationKind::Query);
-    }
-}
+mod tests;

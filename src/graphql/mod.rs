@@ -13,12 +13,13 @@ use axum::body::Body;
 use axum::extract::Request;
 use bytes::Bytes;
 use http::Method;
-use http_body_util::{BodyExt, LengthLimitError, Limited};
+use http_body_util::BodyExt;
 
 pub use analyse::{analyse, AnalysisError, Limits, Operation, OperationKind};
 pub use cache::AnalysisCache;
 pub use request::GraphqlRequest;
 
+use crate::body::caller_fault;
 use crate::client::Client;
 use crate::error::ProxyError;
 use crate::policy::{self, ScopeNames};
@@ -39,7 +40,6 @@ pub async fn check(
     route: &GraphqlRoute,
     client: &Client,
     scopes: &ScopeNames,
-    max_body: u64,
 ) -> Result<(Request, Summary), ProxyError> {
     let is_get = match *request.method() {
         Method::GET => true,
@@ -47,7 +47,7 @@ pub async fn check(
         _ => return Err(ProxyError::MethodNotAllowed("GraphQL routes accept GET and POST only")),
     };
     let (parts, body) = request.into_parts();
-    let bytes = read_body(body, max_body).await?;
+    let bytes = read_body(body).await?;
     let query_string = parts.uri.query();
     let items = if is_get {
         request::from_get(query_string, &bytes)?
@@ -59,8 +59,8 @@ pub async fn check(
     for item in &items {
         let operations = match route.cache.analyse(&item.query, item.operation_name.as_deref(), &route.limits) {
             Ok(operations) => operations,
-            Err(e) if e.is_introspection() => return Err(ProxyError::ScopeDenied(e.0)),
-            Err(e) => return Err(ProxyError::BadGraphql(e.0)),
+            Err(e @ AnalysisError::Introspection) => return Err(ProxyError::ScopeDenied(e.to_string())),
+            Err(e) => return Err(ProxyError::BadGraphql(e.to_string())),
         };
         analysed.push(operations);
     }
@@ -80,11 +80,11 @@ pub async fn check(
     Ok((Request::from_parts(parts, Body::from(bytes)), summary))
 }
 
-async fn read_body(body: Body, max_body: u64) -> Result<Bytes, ProxyError> {
-    let limit = usize::try_from(max_body).unwrap_or(usize::MAX);
-    match Limited::new(body, limit).collect().await {
+/// Reads the whole body (already limited to `max_body` by `CallerBody`).
+async fn read_body(body: Body) -> Result<Bytes, ProxyError> {
+    match body.collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.is::<LengthLimitError>() => Err(ProxyError::BodyTooLarge { limit: max_body }),
-        Err(_) => Err(ProxyError::BadRequest("the request body could not be read".into())),
+        Err(e) => Err(caller_fault(&e)
+            .map_or_else(|| ProxyError::BadRequest("the request body could not be read".into()), ProxyError::from)),
     }
 }

@@ -7,6 +7,7 @@
 //! decodes `\u` escapes in keys and strings before anything is compared.
 
 use std::borrow::Cow;
+use std::collections::HashSet;
 use std::fmt;
 
 use http::header::{CONTENT_ENCODING, CONTENT_TYPE};
@@ -193,7 +194,7 @@ impl<'de> Visitor<'de> for ItemVisitor {
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Item, A::Error> {
         let mut item = Item { query: None, operation_name: None, persisted: false };
-        let mut seen: Vec<String> = Vec::new();
+        let mut seen = KeySet::default();
         while let Some(key) = map.next_key::<String>()? {
             if seen.contains(&key) {
                 return Err(de::Error::custom(format_args!("duplicate key `{key}`")));
@@ -206,7 +207,7 @@ impl<'de> Visitor<'de> for ItemVisitor {
                     map.next_value::<Strict>()?;
                 }
             }
-            seen.push(key);
+            seen.insert(key);
         }
         Ok(item)
     }
@@ -236,7 +237,7 @@ impl<'de> Deserialize<'de> for Extensions {
             }
             fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Extensions, A::Error> {
                 let keys = StrictVisitor.visit_map(map)?;
-                Ok(Extensions { persisted: keys.iter().any(|k| k == "persistedQuery") })
+                Ok(Extensions { persisted: keys.contains("persistedQuery") })
             }
         }
         deserializer.deserialize_any(V)
@@ -252,44 +253,69 @@ impl<'de> Deserialize<'de> for Strict {
     }
 }
 
+/// The keys of one JSON object: a short list while it is short (most are),
+/// a hash set once it is not, so that finding duplicates among many keys
+/// costs linear time, not quadratic.
+#[derive(Default)]
+struct KeySet {
+    few: Vec<String>,
+    many: HashSet<String>,
+}
+
+impl KeySet {
+    const FEW: usize = 16;
+
+    fn contains(&self, key: &str) -> bool {
+        self.few.iter().any(|k| k == key) || self.many.contains(key)
+    }
+
+    fn insert(&mut self, key: String) {
+        if self.few.len() < Self::FEW {
+            self.few.push(key);
+        } else {
+            self.many.insert(key);
+        }
+    }
+}
+
 /// Visits any JSON value; for an object, returns its keys.
 struct StrictVisitor;
 
 impl<'de> Visitor<'de> for StrictVisitor {
-    type Value = Vec<String>;
+    type Value = KeySet;
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("any JSON value")
     }
     fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
-        Ok(Vec::new())
+        Ok(KeySet::default())
     }
     fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
-        Ok(Vec::new())
+        Ok(KeySet::default())
     }
     fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
-        Ok(Vec::new())
+        Ok(KeySet::default())
     }
     fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
-        Ok(Vec::new())
+        Ok(KeySet::default())
     }
     fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
-        Ok(Vec::new())
+        Ok(KeySet::default())
     }
     fn visit_unit<E>(self) -> Result<Self::Value, E> {
-        Ok(Vec::new())
+        Ok(KeySet::default())
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
         while seq.next_element::<Strict>()?.is_some() {}
-        Ok(Vec::new())
+        Ok(KeySet::default())
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut keys: Vec<String> = Vec::new();
+        let mut keys = KeySet::default();
         while let Some(key) = map.next_key::<String>()? {
             if keys.contains(&key) {
                 return Err(de::Error::custom(format_args!("duplicate key `{key}`")));
             }
             map.next_value::<Strict>()?;
-            keys.push(key);
+            keys.insert(key);
         }
         Ok(keys)
     }
@@ -335,6 +361,20 @@ mod tests {
         ] {
             assert!(post_json(body).unwrap_err().contains("duplicate key"), "{body}");
         }
+    }
+
+    #[test]
+    fn many_keys_cost_linear_time_and_duplicates_are_still_found() {
+        // 200,000 keys: a quadratic duplicate check would take minutes.
+        let keys: Vec<String> = (0..200_000).map(|i| format!("\"k{i}\":0")).collect();
+        let body = format!(r#"{{"query":"{{a}}","variables":{{{}}}}}"#, keys.join(","));
+        let started = std::time::Instant::now();
+        assert!(post_json(&body).is_ok());
+        let dup = format!(r#"{{"query":"{{a}}","variables":{{{},"k7":1}}}}"#, keys.join(","));
+        assert!(post_json(&dup).unwrap_err().contains("duplicate key `k7`"));
+        let top = format!(r#"{{{},"query":"{{a}}","k9":1}}"#, keys.join(","));
+        assert!(post_json(&top).unwrap_err().contains("duplicate key `k9`"));
+        assert!(started.elapsed() < std::time::Duration::from_secs(20), "{:?}", started.elapsed());
     }
 
     #[test]

@@ -15,7 +15,7 @@ mod watch;
 
 use std::fmt;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwapOption;
@@ -177,16 +177,22 @@ pub enum KeyState {
     Loaded,
     /// Never read successfully.
     Missing,
+    /// Its file is now empty, deleted or unreadable: the previous key is still in use.
+    Stale,
     /// Refused by the upstream several times in a row.
     Rejected,
 }
 
 impl KeyState {
+    /// Every state, in the order metrics list them.
+    pub const ALL: [KeyState; 4] = [Self::Loaded, Self::Missing, Self::Stale, Self::Rejected];
+
     /// The name used on `/readyz` and in metrics.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Loaded => "loaded",
             Self::Missing => "missing",
+            Self::Stale => "stale",
             Self::Rejected => "rejected",
         }
     }
@@ -202,6 +208,10 @@ pub struct KeySlot {
     source: KeySource,
     current: ArcSwapOption<LoadedKey>,
     unauthorized_in_a_row: AtomicU32,
+    /// The last read of the source failed while a previous key stayed in use.
+    stale: AtomicBool,
+    /// A re-read after an upstream 401 is running (one at a time is enough).
+    rereading: AtomicBool,
 }
 
 /// What re-reading a key's source found.
@@ -231,12 +241,14 @@ impl KeySlot {
         &self.source
     }
 
-    /// Loaded, missing, or rejected by the upstream.
+    /// Loaded, missing, stale, or rejected by the upstream.
     pub fn state(&self) -> KeyState {
         if self.current.load().is_none() {
             KeyState::Missing
         } else if self.unauthorized_in_a_row.load(Ordering::Acquire) >= REJECTED_AFTER {
             KeyState::Rejected
+        } else if self.stale.load(Ordering::Acquire) {
+            KeyState::Stale
         } else {
             KeyState::Loaded
         }
@@ -248,8 +260,14 @@ impl KeySlot {
     pub fn refresh(&self) -> Refresh {
         let loaded = match LoadedKey::load(&self.name, &self.source) {
             Ok(loaded) => loaded,
-            Err(e) => return Refresh::Failed(e),
+            Err(e) => {
+                if self.current.load().is_some() {
+                    self.stale.store(true, Ordering::Release);
+                }
+                return Refresh::Failed(e);
+            }
         };
+        self.stale.store(false, Ordering::Release);
         let current = self.current.load_full();
         // The whole key is compared: two keys may share a fingerprint.
         if current.as_ref().is_some_and(|k| k.expose() == loaded.expose()) {
@@ -273,6 +291,16 @@ impl KeySlot {
         // Cheap when nothing was recorded: one load, no write.
         self.unauthorized_in_a_row.load(Ordering::Relaxed) != 0
             && self.unauthorized_in_a_row.swap(0, Ordering::AcqRel) >= REJECTED_AFTER
+    }
+
+    /// Claims the one re-read that an upstream 401 may start; `false` while one runs.
+    pub fn begin_reread(&self) -> bool {
+        !self.rereading.swap(true, Ordering::AcqRel)
+    }
+
+    /// Marks the re-read claimed by `begin_reread` as done.
+    pub fn end_reread(&self) {
+        self.rereading.store(false, Ordering::Release);
     }
 
     /// Re-reads the key and logs what changed, as every reload path should.
@@ -301,7 +329,10 @@ pub struct KeyStore {
 
 impl KeyStore {
     /// Loads every key; the errors of all keys that failed.
-    pub fn load(specs: &[KeySpec]) -> Result<Self, Vec<KeyError>> {
+    ///
+    /// A key whose value is the same as in `previous` (under the same name)
+    /// keeps what the upstream said of it: a key it rejected stays rejected.
+    pub fn load(specs: &[KeySpec], previous: Option<&KeyStore>) -> Result<Self, Vec<KeyError>> {
         let mut slots = Vec::with_capacity(specs.len());
         let mut errors = Vec::new();
         for spec in specs {
@@ -312,11 +343,20 @@ impl KeyStore {
                     None
                 }
             };
+            let same_key = |old: &&KeySlot| {
+                old.name == spec.name
+                    && old.current().zip(current.as_ref()).is_some_and(|(old, new)| old.expose() == new.expose())
+            };
+            let refused = previous
+                .and_then(|p| p.slots.iter().find(same_key))
+                .map_or(0, |old| old.unauthorized_in_a_row.load(Ordering::Acquire));
             slots.push(KeySlot {
                 name: spec.name.clone(),
                 source: spec.source.clone(),
                 current: ArcSwapOption::new(current),
-                unauthorized_in_a_row: AtomicU32::new(0),
+                unauthorized_in_a_row: AtomicU32::new(refused),
+                stale: AtomicBool::new(false),
+                rereading: AtomicBool::new(false),
             });
         }
         if errors.is_empty() {
@@ -374,6 +414,51 @@ mod tests {
         assert!(matches!(err, KeyError::FileEmpty { .. }));
         let err = LoadedKey::load("k", &KeySource::File(dir.path().join("absent"))).unwrap_err();
         assert!(err.to_string().contains("absent"), "{err}");
+    }
+
+    fn spec(path: &std::path::Path) -> KeySpec {
+        KeySpec {
+            name: "k".into(),
+            source: KeySource::File(path.to_owned()),
+            scopes: ScopeSet::default(),
+            limit: None,
+            budget: None,
+            max_in_flight: None,
+        }
+    }
+
+    #[test]
+    fn a_failed_read_makes_the_key_stale_until_a_good_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("key");
+        std::fs::write(&path, "abc").unwrap();
+        let store = KeyStore::load(&[spec(&path)], None).unwrap();
+        let slot = store.slot(0).unwrap();
+        assert_eq!(slot.state(), KeyState::Loaded);
+        std::fs::remove_file(&path).unwrap();
+        assert!(matches!(slot.refresh(), Refresh::Failed(_)));
+        assert_eq!(slot.state(), KeyState::Stale);
+        assert_eq!(slot.current().unwrap().expose(), "abc", "the previous key stays in use");
+        std::fs::write(&path, "abc").unwrap();
+        assert_eq!(slot.refresh(), Refresh::Unchanged);
+        assert_eq!(slot.state(), KeyState::Loaded);
+    }
+
+    #[test]
+    fn a_reload_keeps_a_rejection_while_the_key_is_the_same() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("key");
+        std::fs::write(&path, "abc").unwrap();
+        let first = KeyStore::load(&[spec(&path)], None).unwrap();
+        for _ in 0..REJECTED_AFTER {
+            first.slot(0).unwrap().record_unauthorized();
+        }
+        assert_eq!(first.slot(0).unwrap().state(), KeyState::Rejected);
+        let same = KeyStore::load(&[spec(&path)], Some(&first)).unwrap();
+        assert_eq!(same.slot(0).unwrap().state(), KeyState::Rejected);
+        std::fs::write(&path, "new").unwrap();
+        let rotated = KeyStore::load(&[spec(&path)], Some(&same)).unwrap();
+        assert_eq!(rotated.slot(0).unwrap().state(), KeyState::Loaded, "a new key has not been refused yet");
     }
 
     #[test]

@@ -82,17 +82,36 @@ fn start_watcher(
     Some(watcher)
 }
 
-/// Watches the file keys of `gate`'s current config (following reloads)
-/// until the task is aborted; with `events` false, only polls.
-pub fn watch(gate: Arc<Gate>, poll: Duration, events: bool) -> tokio::task::JoinHandle<()> {
+/// What the watcher follows from the current config: re-read when it changes.
+#[derive(PartialEq, Eq)]
+struct Watched {
+    poll: Duration,
+    events: bool,
+    dirs: BTreeSet<PathBuf>,
+    files: BTreeSet<PathBuf>,
+}
+
+impl Watched {
+    fn of(gate: &Gate) -> Self {
+        let runtime = gate.runtime();
+        let server = &runtime.settings.server;
+        Self {
+            poll: server.key_poll_interval,
+            events: server.watch_key_files,
+            dirs: directories(gate),
+            files: key_files(gate),
+        }
+    }
+}
+
+/// Watches the file keys of `gate`'s current config until the task is
+/// aborted, following reloads (key files, `key_poll_interval`,
+/// `watch_key_files`); without events, only polls.
+pub fn watch(gate: Arc<Gate>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let (tx, mut rx) = mpsc::unbounded_channel();
-        let mut dirs = directories(&gate);
-        let mut watched = key_files(&gate);
-        let mut watcher = if events { start_watcher(&gate, &dirs, tx.clone()) } else { None };
-        let mut tick = tokio::time::interval(poll);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        tick.tick().await;
+        let mut watched = Watched::of(&gate);
+        let mut watcher = if watched.events { start_watcher(&gate, &watched.dirs, tx.clone()) } else { None };
         loop {
             let why = tokio::select! {
                 Some(()) = rx.recv() => {
@@ -102,18 +121,17 @@ pub fn watch(gate: Arc<Gate>, poll: Duration, events: bool) -> tokio::task::Join
                     while rx.try_recv().is_ok() {}
                     "key file changed"
                 }
-                _ = tick.tick() => "periodic re-read",
+                () = tokio::time::sleep(watched.poll) => "periodic re-read",
             };
             let runtime = gate.runtime();
             // File reads block; a stuck network mount must not stall a worker thread.
             let _ = tokio::task::spawn_blocking(move || runtime.keys.refresh_files(why)).await;
-            // After a reload the set of key files may differ.
-            let now = directories(&gate);
-            if events && (now != dirs || watched != key_files(&gate)) {
-                dirs = now;
-                watched = key_files(&gate);
+            // After a reload the files, the interval or the watching may differ.
+            let now = Watched::of(&gate);
+            if now != watched {
                 drop(watcher.take());
-                watcher = start_watcher(&gate, &dirs, tx.clone());
+                watcher = if now.events { start_watcher(&gate, &now.dirs, tx.clone()) } else { None };
+                watched = now;
             }
         }
     })

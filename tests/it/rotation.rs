@@ -31,6 +31,19 @@ async fn readyz(gate: &Mmgate) -> serde_json::Value {
     get(&format!("http://{}/readyz", gate.admin), &[]).await.json()
 }
 
+/// Polls `/readyz` until `key` is in `state` (2 s at most); returns the last answer.
+async fn wait_for_key_state(gate: &Mmgate, key: &str, state: &str) -> serde_json::Value {
+    let started = Instant::now();
+    loop {
+        let ready = readyz(gate).await;
+        if ready["keys"].as_array().unwrap().iter().any(|k| k["name"] == key && k["state"] == state) {
+            return ready;
+        }
+        assert!(started.elapsed() < Duration::from_secs(2), "key {key} never became {state}: {ready}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 fn fingerprint_in(ready: &serde_json::Value, key: &str) -> String {
     ready["keys"].as_array().unwrap().iter().find(|k| k["name"] == key).unwrap()["fingerprint"]
         .as_str()
@@ -133,15 +146,21 @@ async fn an_empty_or_missing_file_keeps_the_previous_key() {
         } else {
             std::fs::remove_file(&path).unwrap();
         }
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        assert_eq!(get(&gate.url("/reports/a"), &[AS_DASHBOARD]).await.status, 200);
-        assert_eq!(auth_of(upstream.requests().last().unwrap()), format!("Bearer {REPORTING_KEY}"), "{breakage}");
-        let ready = readyz(&gate).await;
+        // The watcher read the bad file: the key is stale, still in use, and ready.
+        let ready = wait_for_key_state(&gate, "reporting", "stale").await;
         assert_eq!(ready["ready"], true, "{breakage}");
         assert_eq!(fingerprint_in(&ready, "reporting"), old);
+        assert_eq!(get(&gate.url("/reports/a"), &[AS_DASHBOARD]).await.status, 200);
+        assert_eq!(auth_of(upstream.requests().last().unwrap()), format!("Bearer {REPORTING_KEY}"), "{breakage}");
+        replace_file(&path, REPORTING_KEY);
+        wait_for_key_state(&gate, "reporting", "loaded").await;
     }
     replace_file(&path, NEW_KEY);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let started = Instant::now();
+    while fingerprint_in(&readyz(&gate).await, "reporting") != Fingerprint::of(NEW_KEY).to_string() {
+        assert!(started.elapsed() < Duration::from_secs(2), "the new key was not read");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert_eq!(get(&gate.url("/reports/a"), &[AS_DASHBOARD]).await.status, 200);
     assert_eq!(auth_of(upstream.requests().last().unwrap()), format!("Bearer {NEW_KEY}"));
 }
@@ -178,13 +197,30 @@ async fn an_upstream_401_rereads_the_key_at_once_and_repeated_401s_mark_it_rejec
         assert_eq!(get(&gate.url("/reports/auth/x"), &[AS_DASHBOARD]).await.status, 401);
     }
     let ready = get(&format!("http://{}/readyz", gate.admin), &[]).await;
-    assert_eq!(ready.status, 503);
+    // A rejected key is reported, but does not take the pod out of service by default.
+    assert_eq!(ready.status, 200);
     let key = ready.json()["keys"].as_array().unwrap().iter().find(|k| k["name"] == "reporting").cloned().unwrap();
     assert_eq!(key["state"], "rejected");
     // Requests keep being forwarded, so a key that comes back is seen at once.
     upstream.accept_only(NEW_KEY);
     assert_eq!(get(&gate.url("/reports/auth/x"), &[AS_DASHBOARD]).await.status, 200);
+    wait_for_key_state(&gate, "reporting", "loaded").await;
+}
+
+#[tokio::test]
+async fn unready_on_rejected_key_makes_a_rejected_key_fail_readiness() {
+    let upstream = Upstream::start().await;
+    let keys = KeyDir::new();
+    let toml = with_lines(&config(&upstream.url(), &keys, ""), "server", "unready_on_rejected_key = true");
+    let gate = Mmgate::start(&toml).await;
     assert_eq!(get(&format!("http://{}/readyz", gate.admin), &[]).await.status, 200);
+    upstream.accept_only("something-else");
+    for _ in 0..3 {
+        assert_eq!(get(&gate.url("/reports/auth/x"), &[AS_DASHBOARD]).await.status, 401);
+    }
+    let ready = get(&format!("http://{}/readyz", gate.admin), &[]).await;
+    assert_eq!(ready.status, 503, "{}", ready.text());
+    assert_eq!(ready.json()["ready"], false);
 }
 
 #[tokio::test]

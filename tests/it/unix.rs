@@ -33,7 +33,7 @@ async fn unix_socket_serves_and_identifies_by_peer_uid() {
     )
     .replace("\nlisten = \"127.0.0.1:0\"", &format!("\nlisten = \"unix:{}\"", socket.display()));
     let settings = Settings::from_toml(&toml).unwrap();
-    let keystore = KeyStore::load(&settings.keys).unwrap();
+    let keystore = KeyStore::load(&settings.keys, None).unwrap();
     let gate = Gate::new(Runtime::new(settings, keystore, None));
     let server = Server::bind(gate.clone()).await.unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

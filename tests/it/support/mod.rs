@@ -131,7 +131,7 @@ impl Mmgate {
     /// Starts mmgate on `toml`.
     pub async fn start(toml: &str) -> Self {
         let settings = Settings::from_toml(toml).unwrap_or_else(|e| panic!("test config invalid: {e}"));
-        let keys = KeyStore::load(&settings.keys).unwrap_or_else(|e| panic!("keys: {e:?}"));
+        let keys = KeyStore::load(&settings.keys, None).unwrap_or_else(|e| panic!("keys: {e:?}"));
         let gate = Gate::new(Runtime::new(settings, keys, None));
         let server = Server::bind(gate.clone()).await.unwrap();
         let addr = server.proxy_addr().unwrap();
