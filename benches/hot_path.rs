@@ -93,6 +93,24 @@ fn graphql(c: &mut Criterion) {
     group.finish();
 }
 
+#[path = "support/graphql_shapes.rs"]
+mod graphql_shapes;
+
+/// The worst documents we can build, under the default limits: DESIGN
+/// allows 50 ms of CPU for any document up to `max_body`.
+fn graphql_worst(c: &mut Criterion) {
+    let limits = Limits::default();
+    let mut group = c.benchmark_group("graphql_worst");
+    group.sample_size(20);
+    for (name, doc) in graphql_shapes::worst_shapes() {
+        // The operation many_operations selects; the others have one.
+        let operation = (name == "many_operations").then_some(graphql_shapes::MANY_OPERATIONS_SELECTED);
+        group.throughput(Throughput::Bytes(doc.len() as u64));
+        group.bench_function(name, |b| b.iter(|| analyse(black_box(&doc), operation, &limits).map(|ops| ops.len())));
+    }
+    group.finish();
+}
+
 const CONFIG: &str = r#"
 [keys.reporting]
 env = "MM_BENCH_KEY"
@@ -170,5 +188,5 @@ fn request_path(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, graphql, request_path);
+criterion_group!(benches, graphql, graphql_worst, request_path);
 criterion_main!(benches);

@@ -19,7 +19,8 @@ use super::analyse::{analyse, AnalysisError, Limits, Operation};
 /// Bytes of document text one route's cache may hold.
 const CAPACITY_BYTES: u64 = 8 * 1024 * 1024;
 
-type Analysed = Result<Arc<[Operation]>, AnalysisError>;
+/// A document's operations, or why it is refused.
+pub type Analysed = Result<Arc<[Operation]>, AnalysisError>;
 
 #[derive(PartialEq, Eq)]
 struct Key {
@@ -70,10 +71,14 @@ impl Default for AnalysisCache {
 }
 
 impl AnalysisCache {
+    /// The analysis of this exact document, if it was seen before.
+    pub fn cached(&self, query: &str, operation_name: Option<&str>) -> Option<Analysed> {
+        self.0.get(&Lookup { query, operation_name })
+    }
+
     /// `analyse`, answered from the cache when this exact document was seen.
     pub fn analyse(&self, query: &str, operation_name: Option<&str>, limits: &Limits) -> Analysed {
-        let lookup = Lookup { query, operation_name };
-        if let Some(hit) = self.0.get(&lookup) {
+        if let Some(hit) = self.cached(query, operation_name) {
             return hit;
         }
         let analysed: Analysed = analyse(query, operation_name, limits).map(Arc::from);

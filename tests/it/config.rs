@@ -157,3 +157,25 @@ fn the_embedded_default_and_the_example_are_valid() {
     let example = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/mmgate.toml")).unwrap();
     Settings::from_toml(&example).unwrap();
 }
+
+#[test]
+fn a_keys_mutation_scope_is_needed_and_must_be_granted() {
+    let graphql = |key_scopes: &str, mutation_scope: &str| {
+        format!(
+            "[keys.reporting]\nenv = \"MM_TEST_KEY\"\nscopes = {key_scopes}\n[[routes]]\npath = \"/graphql\"\nkey = \"reporting\"\nscope = \"reporting\"\nkind = \"graphql\"\nmutation_scope = \"{mutation_scope}\"\n[clients.w]\ntoken_sha256 = \"{}\"\nscopes = [\"reporting\", \"{mutation_scope}\"]\n",
+            sha("w")
+        )
+    };
+    // The key holds `erp` because mutations on its route need it: no advice to remove it.
+    let joined = warnings(&graphql(r#"["reporting", "erp"]"#, "erp")).join("\n");
+    assert!(!joined.contains("keys.reporting"), "{joined}");
+    // A published mutation scope the key lacks: MachineMetrics would refuse every mutation.
+    let problems = problems(&graphql(r#"["reporting"]"#, "erp"));
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(
+        problems[0].starts_with("routes[0].mutation_scope: key `reporting` is not granted scope `erp`"),
+        "{problems:?}"
+    );
+    // A scope of the config's own gates callers only: the key needs nothing more.
+    assert!(Settings::from_toml(&graphql(r#"["reporting"]"#, "write")).is_ok());
+}

@@ -252,6 +252,27 @@ pub async fn raw(addr: SocketAddr, request: &[u8]) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// A raw HTTP/1.1 response text as a `Reply` (head parsed by httparse).
+pub fn parse_raw(response: &str) -> Reply {
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let mut parsed = httparse::Response::new(&mut headers);
+    let Ok(httparse::Status::Complete(head)) = parsed.parse(response.as_bytes()) else {
+        panic!("not an HTTP response: {response:?}");
+    };
+    let mut map = HeaderMap::new();
+    for h in parsed.headers.iter() {
+        map.append(
+            http::HeaderName::from_bytes(h.name.as_bytes()).unwrap(),
+            http::HeaderValue::from_bytes(h.value).unwrap(),
+        );
+    }
+    Reply {
+        status: StatusCode::from_u16(parsed.code.unwrap()).unwrap(),
+        headers: map,
+        body: Bytes::copy_from_slice(&response.as_bytes()[head..]),
+    }
+}
+
 /// Status code of a raw HTTP response text.
 pub fn raw_status(response: &str) -> u16 {
     response.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0)

@@ -52,7 +52,18 @@ impl Upstream {
             Router::new().fallback(answer).with_state(Shared { seen: seen.clone(), valid_key: valid_key.clone() });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        tokio::spawn(async move {
+            // Served like axum::serve, but taking up to 1000 headers (hyper's
+            // default is 100), so tests see what mmgate forwards.
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder.max_headers(1000);
+            loop {
+                let Ok((stream, _)) = listener.accept().await else { continue };
+                let service = hyper_util::service::TowerToHyperService::new(app.clone());
+                let connection = builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+                tokio::spawn(connection);
+            }
+        });
         Self { addr, seen, valid_key }
     }
 
