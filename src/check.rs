@@ -34,6 +34,7 @@ pub fn check(settings: &Settings, skip_keys: bool) -> Report {
         let _ = write!(out, "  extra CAs {} ({} certificates)", path.display(), certs.len());
     }
     out.push('\n');
+    let _ = writeln!(out, "egress        {}", s.upstream.egress);
     if let Some(shared) = &s.shared {
         let when_down = if shared.fail_open { "fail open" } else { "fail closed" };
         let _ = writeln!(out, "shared limits {} ({when_down}, timeout {:?})", shared.display, shared.timeout);
@@ -97,7 +98,11 @@ pub fn check(settings: &Settings, skip_keys: bool) -> Report {
     for client in s.clients.iter() {
         let how = match client.credential {
             Credential::Token(_) => "token".to_owned(),
-            Credential::Anonymous => "anonymous".to_owned(),
+            Credential::Anonymous => {
+                let nets: Vec<String> = client.anonymous_from.iter().map(ToString::to_string).collect();
+                let from = ["loopback".to_owned(), "unix socket".to_owned()].into_iter().chain(nets);
+                format!("anonymous (from {})", from.collect::<Vec<_>>().join(", "))
+            }
             Credential::UnixUid(uid) => format!("unix_uid {uid}"),
         };
         let _ = write!(out, "  {:<20} {how}  scopes {}", client.name, s.scopes.list(client.scopes));

@@ -55,6 +55,23 @@ pub struct Client {
     pub limit: Option<Limit>,
     /// GraphQL root fields it may select; `None` allows all.
     pub graphql_fields: Option<Vec<String>>,
+    /// Besides loopback and Unix socket peers, the networks whose peers may
+    /// be this (anonymous) client.
+    pub anonymous_from: Vec<ipnet::IpNet>,
+}
+
+impl Client {
+    /// Whether `peer` may be this anonymous client: on loopback, on the Unix
+    /// socket, or in one of its `anonymous_from` networks.
+    fn may_be_anonymous(&self, peer: Peer) -> bool {
+        match peer {
+            Peer::Unix { .. } => true,
+            Peer::Tcp(addr) => {
+                let ip = addr.ip().to_canonical();
+                ip.is_loopback() || self.anonymous_from.iter().any(|net| net.contains(&ip))
+            }
+        }
+    }
 }
 
 /// Every configured client, searchable by credential.
@@ -91,8 +108,9 @@ impl ClientTable {
                 Peer::Tcp(_) => None,
             };
             let by_uid = uid.and_then(|uid| self.clients.iter().find(|c| c.credential == Credential::UnixUid(uid)));
+            let anonymous = || self.anonymous.and_then(|i| self.clients.get(i)).filter(|c| c.may_be_anonymous(peer));
             return by_uid
-                .or_else(|| self.anonymous.and_then(|i| self.clients.get(i)))
+                .or_else(anonymous)
                 .ok_or(ProxyError::Unauthenticated("this route needs `Authorization: Bearer <token>`"));
         };
         if values.next().is_some() {
@@ -146,6 +164,7 @@ mod tests {
             scopes: ScopeSet::default(),
             limit: None,
             graphql_fields: None,
+            anonymous_from: Vec::new(),
         }];
         if anonymous {
             clients.push(Client {
@@ -155,6 +174,7 @@ mod tests {
                 scopes: ScopeSet::default(),
                 limit: None,
                 graphql_fields: None,
+                anonymous_from: vec!["172.16.0.0/12".parse().unwrap()],
             });
         }
         ClientTable::new(clients)
@@ -191,6 +211,19 @@ mod tests {
         assert_eq!(who(&table(true), &[]).unwrap(), "local");
         // A wrong token never falls back to the anonymous client.
         assert_eq!(who(&table(true), &["Bearer wrong"]).unwrap_err(), "unauthenticated");
+    }
+
+    #[test]
+    fn anonymous_only_from_loopback_unix_or_listed_networks() {
+        let t = table(true);
+        let who = |peer: Peer| t.identify(&HeaderMap::new(), peer).map(|c| c.name.to_string()).ok();
+        assert_eq!(who(Peer::Tcp(([127, 0, 0, 1], 9).into())).as_deref(), Some("local"));
+        assert_eq!(who(Peer::Tcp("[::1]:9".parse().unwrap())).as_deref(), Some("local"));
+        assert_eq!(who(Peer::Tcp("[::ffff:127.0.0.1]:9".parse().unwrap())).as_deref(), Some("local"));
+        assert_eq!(who(Peer::Unix { uid: Some(1000) }).as_deref(), Some("local"));
+        assert_eq!(who(Peer::Tcp(([172, 17, 0, 1], 9).into())).as_deref(), Some("local"));
+        assert_eq!(who(Peer::Tcp(([10, 0, 0, 5], 9).into())), None);
+        assert_eq!(who(Peer::Tcp(([192, 168, 1, 5], 9).into())), None);
     }
 
     #[test]

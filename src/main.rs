@@ -42,6 +42,8 @@ enum Command {
     },
     /// Print the JSON Schema of the configuration file (for editors).
     ConfigSchema,
+    /// Ask the running mmgate's admin listener for /healthz: exit 0 on 200, 1 otherwise.
+    Healthcheck,
 }
 
 fn main() -> ExitCode {
@@ -59,6 +61,13 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Some(Command::Check { skip_keys }) => run_check(ConfigOrigin::resolve(cli.config), skip_keys),
+        Some(Command::Healthcheck) => match mmgate::healthcheck::run(ConfigOrigin::resolve(cli.config)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("mmgate healthcheck: {e}");
+                ExitCode::FAILURE
+            }
+        },
         None => serve(ConfigOrigin::resolve(cli.config)),
     }
 }

@@ -72,7 +72,9 @@ impl Gate {
     ///
     /// On failure the running config stays and the reason is returned (and logged).
     pub fn reload(&self, origin: &ConfigOrigin) -> Result<(), String> {
+        crate::notify::reloading();
         let outcome = self.try_reload(origin);
+        crate::notify::ready();
         self.metrics.reload(outcome.is_ok());
         match &outcome {
             Ok(()) => tracing::info!(config = %origin, "configuration reloaded"),

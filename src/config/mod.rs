@@ -5,6 +5,7 @@
 //! Request code only ever sees `Settings`. Every mistake is reported together,
 //! each naming the key path and the fix, prefixed by the file it came from.
 
+mod egress;
 mod raw;
 mod validate;
 
@@ -176,6 +177,72 @@ pub struct UpstreamSettings {
     pub extra_roots: Option<(PathBuf, Vec<CertificateDer<'static>>)>,
     /// Offer HTTP/2 by ALPN on https connections.
     pub http2: bool,
+    /// Direct, or through an egress proxy.
+    pub egress: Egress,
+}
+
+/// How the upstream is reached (`upstream.proxy`, else the proxy variables).
+#[derive(Clone, PartialEq, Eq)]
+pub enum Egress {
+    /// A TCP connection to the upstream itself.
+    Direct,
+    /// A `CONNECT` tunnel through an HTTP proxy.
+    Proxy {
+        /// `http://host:port` of the proxy, without credentials.
+        uri: http::Uri,
+        /// `Proxy-Authorization` (Basic, from the URL's user and password), marked sensitive.
+        auth: Option<HeaderValue>,
+        /// Where it was configured: `upstream.proxy` or the variable's name.
+        from: &'static str,
+    },
+}
+
+impl fmt::Debug for Egress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// `direct`, or the proxy's address and where it came from; never its credentials.
+impl fmt::Display for Egress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Direct => f.write_str("direct"),
+            Self::Proxy { uri, auth, from } => {
+                let credentials = if auth.is_some() { ", with credentials" } else { "" };
+                write!(f, "through proxy {uri} (CONNECT; from {from}{credentials})")
+            }
+        }
+    }
+}
+
+/// The proxy variables of the environment, read once per load: `upstream.proxy`
+/// wins over them, and loopback upstreams ignore them.
+#[derive(Debug, Clone, Default)]
+pub struct ProxyEnv {
+    /// `(variable name, value)` of the first set of each: HTTPS_PROXY / https_proxy, HTTP_PROXY / http_proxy, ALL_PROXY / all_proxy.
+    pub https: Option<(&'static str, String)>,
+    /// See `https`.
+    pub http: Option<(&'static str, String)>,
+    /// See `https`.
+    pub all: Option<(&'static str, String)>,
+    /// NO_PROXY / no_proxy.
+    pub no: Option<String>,
+}
+
+impl ProxyEnv {
+    /// The proxy variables of this process, upper case first (as curl reads them).
+    pub fn from_env() -> Self {
+        let first = |names: [&'static str; 2]| {
+            names.into_iter().find_map(|n| std::env::var(n).ok().filter(|v| !v.trim().is_empty()).map(|v| (n, v)))
+        };
+        Self {
+            https: first(["HTTPS_PROXY", "https_proxy"]),
+            http: first(["HTTP_PROXY", "http_proxy"]),
+            all: first(["ALL_PROXY", "all_proxy"]),
+            no: first(["NO_PROXY", "no_proxy"]).map(|(_, v)| v),
+        }
+    }
 }
 
 /// `[budgets.NAME]`, validated.
@@ -212,29 +279,103 @@ pub struct Settings {
     pub warnings: Vec<String>,
 }
 
+/// The environment's configuration overrides: only `MMGATE_<TABLE>__<KEY>`
+/// (`__` between levels) is one. Every other variable that merely starts
+/// with `MMGATE_` is ignored: Kubernetes puts `MMGATE_PORT=tcp://...`,
+/// `MMGATE_SERVICE_HOST` and the like into every pod of a namespace with a
+/// Service named `mmgate`, and `MMGATE_CONFIG` names the file.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// Each override: the variable's name and the key path it sets.
+    vars: Vec<(String, Vec<String>)>,
+}
+
+impl Overrides {
+    const PREFIX: &'static str = "MMGATE_";
+
+    /// The overrides among this process's environment variables.
+    pub fn from_env() -> Self {
+        Self::from_names(std::env::vars_os().filter_map(|(name, _)| name.into_string().ok()))
+    }
+
+    /// The overrides among the variables `names`.
+    pub fn from_names(names: impl IntoIterator<Item = String>) -> Self {
+        let mut vars: Vec<(String, Vec<String>)> = names
+            .into_iter()
+            .filter_map(|name| {
+                let rest = name.strip_prefix(Self::PREFIX)?;
+                let path: Vec<String> = rest.split("__").map(str::to_ascii_lowercase).collect();
+                (path.len() > 1 && path.iter().all(|p| !p.is_empty())).then_some((name, path))
+            })
+            .collect();
+        vars.sort();
+        Self { vars }
+    }
+
+    /// Whether a variable sets exactly this key path.
+    pub fn sets(&self, path: &[&str]) -> bool {
+        self.vars.iter().any(|(_, p)| p.iter().map(String::as_str).eq(path.iter().copied()))
+    }
+
+    /// The first variable whose key path starts with `path`.
+    fn var_under(&self, path: &[String]) -> Option<&str> {
+        self.vars.iter().find(|(_, p)| p.starts_with(path)).map(|(name, _)| name.as_str())
+    }
+
+    /// Overrides that can never apply: arrays are set in the file only.
+    fn refuse_arrays(&self, origin: &ConfigOrigin) -> Result<(), ConfigError> {
+        match self.vars.iter().find(|(_, path)| path[0] == "routes") {
+            Some((name, _)) => Err(ConfigError::Parse {
+                origin: origin.clone(),
+                message: format!(
+                    "{name}: [[routes]] is an array and cannot be overridden from the environment; edit the config file"
+                ),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// figment's reader of exactly these variables.
+    fn provider(&self) -> Env {
+        let keys: Vec<String> = self.vars.iter().map(|(_, path)| path.join("__")).collect();
+        Env::prefixed(Self::PREFIX).filter(move |key| keys.iter().any(|k| key == k.as_str())).split("__")
+    }
+}
+
 impl Settings {
     /// Loads the configuration from `origin` with `MMGATE_` environment overrides.
     pub fn load(origin: ConfigOrigin) -> Result<Self, ConfigError> {
+        Self::load_with(origin, &Overrides::from_env(), &ProxyEnv::from_env())
+    }
+
+    /// Loads the configuration from `origin` with `overrides` and proxy variables `proxies`.
+    pub fn load_with(origin: ConfigOrigin, overrides: &Overrides, proxies: &ProxyEnv) -> Result<Self, ConfigError> {
         let base = match &origin {
             ConfigOrigin::Embedded | ConfigOrigin::Inline => Figment::from(Toml::string(EMBEDDED_DEFAULT)),
             ConfigOrigin::File(path) => Figment::from(Toml::string(&read_file(path)?)),
         };
-        // MMGATE_CONFIG names the file; it is not a setting.
-        let figment = base.merge(Env::prefixed("MMGATE_").split("__").ignore(&["config"]));
-        Self::from_figment(figment, origin)
+        overrides.refuse_arrays(&origin)?;
+        Self::from_figment(base.merge(overrides.provider()), origin, overrides, proxies)
     }
 
     /// Parses TOML text alone, without environment overrides (for tests and tools).
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
-        Self::from_figment(Figment::from(Toml::string(text)), ConfigOrigin::Inline)
+        let (overrides, proxies) = (Overrides::default(), ProxyEnv::default());
+        Self::from_figment(Figment::from(Toml::string(text)), ConfigOrigin::Inline, &overrides, &proxies)
     }
 
-    fn from_figment(figment: Figment, origin: ConfigOrigin) -> Result<Self, ConfigError> {
+    fn from_figment(
+        figment: Figment,
+        origin: ConfigOrigin,
+        overrides: &Overrides,
+        proxies: &ProxyEnv,
+    ) -> Result<Self, ConfigError> {
         let raw: RawConfig = figment.extract().map_err(|e| ConfigError::Parse {
             origin: origin.clone(),
-            message: e.into_iter().map(|e| describe_figment_error(&e)).collect::<Vec<_>>().join("; "),
+            message: e.into_iter().map(|e| describe_figment_error(&e, overrides)).collect::<Vec<_>>().join("; "),
         })?;
-        validate::settings(raw, origin.clone()).map_err(|problems| ConfigError::Invalid { origin, problems })
+        validate::settings(raw, origin.clone(), overrides, proxies)
+            .map_err(|problems| ConfigError::Invalid { origin, problems })
     }
 }
 
@@ -257,19 +398,28 @@ fn read_file(path: &Path) -> Result<String, ConfigError> {
     })
 }
 
-fn describe_figment_error(e: &figment::Error) -> String {
-    let key = e.path.join(".");
-    let from_env = e.metadata.as_ref().is_some_and(|m| m.name.contains("environment"));
+/// One figment error, naming the key path, or the variable when an
+/// environment override caused it.
+fn describe_figment_error(e: &figment::Error, overrides: &Overrides) -> String {
+    // figment tags a bad value with the provider it came from; an unknown
+    // key with the table that holds it, so a variable setting it is looked for.
+    let mut from_env = e.metadata.as_ref().is_some_and(|m| m.name.contains("environment"));
     let what = match &e.kind {
         figment::error::Kind::UnknownField(field, expected) => {
+            from_env = true;
             format!("unknown key `{field}`; expected one of: {}", expected.join(", "))
         }
         kind => kind.to_string(),
     };
-    let place = if from_env { " (from an MMGATE_ environment variable)" } else { "" };
+    if from_env {
+        if let Some(var) = overrides.var_under(&e.path) {
+            return format!("{var}: {what} (this variable overrides `{}`)", e.path.join("."));
+        }
+    }
+    let key = e.path.join(".");
     if key.is_empty() {
-        format!("{what}{place}")
+        what
     } else {
-        format!("{key}: {what}{place}")
+        format!("{key}: {what}")
     }
 }

@@ -133,6 +133,8 @@ pub struct RawUpstream {
     pub ca_file: Option<String>,
     /// Default true: offer HTTP/2 (ALPN) on https; false = HTTP/1.1 only.
     pub http2: bool,
+    /// Egress proxy `http://[user:password@]host:port`, or "none" for direct; default: HTTPS_PROXY / HTTP_PROXY / NO_PROXY.
+    pub proxy: Option<String>,
 }
 
 impl Default for RawUpstream {
@@ -145,6 +147,7 @@ impl Default for RawUpstream {
             max_cooldown: HumanDuration(Duration::from_secs(60)),
             ca_file: None,
             http2: true,
+            proxy: None,
         }
     }
 }
@@ -232,6 +235,9 @@ pub struct RawClient {
     pub limit: Option<RawLimit>,
     /// GraphQL root fields this client may select (all when absent).
     pub graphql_fields: Option<Vec<String>>,
+    /// Anonymous client: networks (CIDR) whose peers may use it besides loopback and Unix sockets.
+    #[serde(default)]
+    pub anonymous_from: Vec<String>,
 }
 
 /// A duration written as `"25s"`, `"1m 30s"`, `"250ms"`, or whole seconds.

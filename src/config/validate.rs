@@ -13,7 +13,10 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
 
 use super::raw::{RawClient, RawConfig, RawKey, RawLimit, RawLimits, RawRoute, RawServer, RawUpstream};
-use super::{BudgetSpec, ConfigOrigin, ListenAddr, LogFormat, Problem, ServerSettings, Settings, UpstreamSettings};
+use super::{
+    BudgetSpec, ConfigOrigin, Egress, ListenAddr, LogFormat, Overrides, Problem, ProxyEnv, ServerSettings, Settings,
+    UpstreamSettings,
+};
 use crate::client::{Client, ClientTable, Credential, TokenHash};
 use crate::graphql::Limits;
 use crate::keys::{KeySource, KeySpec};
@@ -111,10 +114,15 @@ impl Checker {
 }
 
 /// Validates `raw` into `Settings`, or every problem found.
-pub(super) fn settings(raw: RawConfig, origin: ConfigOrigin) -> Result<Settings, Vec<Problem>> {
+pub(super) fn settings(
+    raw: RawConfig,
+    origin: ConfigOrigin,
+    overrides: &Overrides,
+    proxies: &ProxyEnv,
+) -> Result<Settings, Vec<Problem>> {
     let mut c = Checker { problems: Vec::new(), warnings: Vec::new(), scopes: ScopeNames::default() };
     let server = server(&mut c, &raw.server);
-    let upstream = upstream(&mut c, &raw.upstream);
+    let upstream = upstream(&mut c, &raw.upstream, proxies);
 
     let mut budgets = Vec::new();
     for (name, budget) in &raw.budgets {
@@ -123,7 +131,8 @@ pub(super) fn settings(raw: RawConfig, origin: ConfigOrigin) -> Result<Settings,
             budgets.push(BudgetSpec { name: name.clone(), limit });
         }
     }
-    let keys: Vec<KeySpec> = raw.keys.iter().filter_map(|(name, key)| key_spec(&mut c, name, key, &budgets)).collect();
+    let keys: Vec<KeySpec> =
+        raw.keys.iter().filter_map(|(name, key)| key_spec(&mut c, name, key, &budgets, overrides)).collect();
     let routes: Vec<Route> =
         raw.routes.iter().enumerate().filter_map(|(i, route)| route_spec(&mut c, i, route, &keys)).collect();
     if raw.routes.is_empty() {
@@ -149,10 +158,15 @@ pub(super) fn settings(raw: RawConfig, origin: ConfigOrigin) -> Result<Settings,
         }
     }
     if let ListenAddr::Tcp(addr) = &server.listen {
-        if !addr.ip().is_loopback() && clients.iter().any(|cl| cl.credential == Credential::Anonymous) {
-            c.warnings.push(format!(
-                "server.listen: {addr} is not a loopback address, yet an anonymous client is configured: anyone who can reach it gets that client's scopes"
-            ));
+        let open = clients.iter().find(|cl| cl.credential == Credential::Anonymous && cl.anonymous_from.is_empty());
+        if let (false, Some(client)) = (addr.ip().is_loopback(), open) {
+            c.problem(
+                format!("clients.{}.anonymous_from", client.name),
+                format!(
+                    "server.listen {addr} is not a loopback address: say which networks may call without a token (e.g. [\"172.16.0.0/12\"] for Docker's bridges), or give callers tokens; anyone who can reach it would get this client's scopes and spend the key"
+                ),
+            );
+            return Err(c.problems);
         }
     }
     Ok(Settings {
@@ -214,7 +228,7 @@ fn server(c: &mut Checker, raw: &RawServer) -> Option<ServerSettings> {
     })
 }
 
-fn upstream(c: &mut Checker, raw: &RawUpstream) -> Option<UpstreamSettings> {
+fn upstream(c: &mut Checker, raw: &RawUpstream, proxies: &ProxyEnv) -> Option<UpstreamSettings> {
     let connect_timeout = c.positive("upstream.connect_timeout", raw.connect_timeout.0);
     let timeout = c.positive("upstream.timeout", raw.timeout.0);
     let body_idle_timeout = c.positive("upstream.body_idle_timeout", raw.body_idle_timeout.0);
@@ -261,6 +275,13 @@ fn upstream(c: &mut Checker, raw: &RawUpstream) -> Option<UpstreamSettings> {
             raw.url
         ));
     }
+    let egress = match super::egress::resolve(raw.proxy.as_deref(), &uri, is_loopback_host(authority.host()), proxies) {
+        Ok(egress) => egress,
+        Err((key, why)) => {
+            c.problem(key, why);
+            Egress::Direct
+        }
+    };
     Some(UpstreamSettings {
         url: raw.url.clone(),
         scheme,
@@ -273,6 +294,7 @@ fn upstream(c: &mut Checker, raw: &RawUpstream) -> Option<UpstreamSettings> {
         max_cooldown,
         extra_roots: raw.ca_file.as_deref().and_then(|file| extra_roots(c, file)),
         http2: raw.http2,
+        egress,
     })
 }
 
@@ -314,10 +336,22 @@ fn is_loopback_host(host: &str) -> bool {
         || host.trim_matches(['[', ']']).parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
-fn key_spec(c: &mut Checker, name: &str, raw: &RawKey, budgets: &[BudgetSpec]) -> Option<KeySpec> {
+fn key_spec(
+    c: &mut Checker,
+    name: &str,
+    raw: &RawKey,
+    budgets: &[BudgetSpec],
+    overrides: &Overrides,
+) -> Option<KeySpec> {
     let at = format!("keys.{name}");
     c.name(&at, name);
-    let source = match (&raw.env, &raw.file) {
+    // A key's `env` or `file` set from the environment replaces the other source.
+    let (env, file) = match (overrides.sets(&["keys", name, "env"]), overrides.sets(&["keys", name, "file"])) {
+        (true, false) => (&raw.env, &None),
+        (false, true) => (&None, &raw.file),
+        _ => (&raw.env, &raw.file),
+    };
+    let source = match (env, file) {
         (Some(var), None) => {
             let valid = !var.is_empty() && var.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
             if !valid {
@@ -535,7 +569,31 @@ fn clients(c: &mut Checker, raw: &BTreeMap<String, RawClient>) -> Vec<Client> {
             c.warnings.push(format!("{at}.graphql_fields: empty, so this client can select no GraphQL field"));
         }
         let graphql_fields = client.graphql_fields.clone();
-        out.push(Client { id: 0, name: name.as_str().into(), credential, scopes, limit, graphql_fields });
+        if !client.anonymous_from.is_empty() && credential != Credential::Anonymous {
+            c.problem(
+                format!("{at}.anonymous_from"),
+                "only the anonymous client (`anonymous = true`) takes anonymous_from",
+            );
+        }
+        let mut anonymous_from = Vec::new();
+        for (i, net) in client.anonymous_from.iter().enumerate() {
+            match net.parse::<ipnet::IpNet>().or_else(|_| net.parse::<IpAddr>().map(ipnet::IpNet::from)) {
+                Ok(net) => anonymous_from.push(net.trunc()),
+                Err(_) => c.problem(
+                    format!("{at}.anonymous_from[{i}]"),
+                    format!("`{net}` is not a network; write a CIDR range such as \"172.16.0.0/12\" or an address"),
+                ),
+            }
+        }
+        out.push(Client {
+            id: 0,
+            name: name.as_str().into(),
+            credential,
+            scopes,
+            limit,
+            graphql_fields,
+            anonymous_from,
+        });
     }
     out
 }

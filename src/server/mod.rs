@@ -83,6 +83,7 @@ impl Server {
 
         gate.set_serving(true);
         tracing::info!("mmgate is serving");
+        crate::notify::ready();
         let (stop, stopped) = watch::channel(false);
         let live = Arc::new(watch::Sender::new(0usize));
         let stop_gate = Arc::clone(&gate);
@@ -94,6 +95,7 @@ impl Server {
         })
         .await;
 
+        crate::notify::stopping();
         // Read now: a reload may have changed it since start.
         let grace = gate.runtime().settings.server.shutdown_grace;
         let in_flight = gate.in_flight();

@@ -81,7 +81,49 @@ fn environment_overrides_config_values() {
     assert!(stderr.contains("server.listen"), "{stderr}");
     let (code, _, stderr) = run(mmgate().args(["check", "--skip-keys"]).env("MMGATE_SERVER__NO_SUCH", "1"));
     assert_ne!(code, 0);
-    assert!(stderr.contains("no_such"), "{stderr}");
+    assert!(stderr.contains("MMGATE_SERVER__NO_SUCH: unknown key `no_such`"), "{stderr}");
+}
+
+#[test]
+fn only_table_key_variables_are_overrides_and_bad_ones_are_named() {
+    // What Kubernetes puts in every pod once a Service is called `mmgate`.
+    let mut cmd = mmgate();
+    cmd.args(["check", "--skip-keys"]);
+    for (name, value) in [
+        ("MMGATE_PORT", "tcp://10.96.0.12:8080"),
+        ("MMGATE_PORT_8080_TCP", "tcp://10.96.0.12:8080"),
+        ("MMGATE_PORT_8080_TCP_ADDR", "10.96.0.12"),
+        ("MMGATE_SERVICE_HOST", "10.96.0.12"),
+        ("MMGATE_SERVICE_PORT", "8080"),
+        ("MMGATE_BIN", "/usr/bin/x"),
+    ] {
+        cmd.env(name, value);
+    }
+    let (code, stdout, stderr) = run(&mut cmd);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+
+    for (name, value, expected) in [
+        ("MMGATE_SERVER__MAX_BODY", "lots", "MMGATE_SERVER__MAX_BODY: "),
+        ("MMGATE_NOPE__X", "1", "MMGATE_NOPE__X: unknown key `nope`"),
+        ("MMGATE_ROUTES__0__PATH", "/x", "MMGATE_ROUTES__0__PATH: [[routes]] is an array"),
+        ("MMGATE_KEYS__REPORTING__SCOPEZ", "x", "MMGATE_KEYS__REPORTING__SCOPEZ: unknown key `scopez`"),
+    ] {
+        let (code, _, stderr) = run(mmgate().args(["check", "--skip-keys"]).env(name, value));
+        assert_ne!(code, 0, "{name}");
+        assert!(stderr.contains(expected), "{name}: {stderr}");
+    }
+}
+
+#[test]
+fn a_key_file_set_from_the_environment_replaces_the_env_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("reporting");
+    std::fs::write(&key, REPORTING_KEY).unwrap();
+    // The embedded default reads MM_API_KEY, which is not set here.
+    let (code, stdout, stderr) = run(mmgate().arg("check").env("MMGATE_KEYS__REPORTING__FILE", &key));
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.contains(&mmgate::keys::Fingerprint::of(REPORTING_KEY).to_string()), "{stdout}");
+    assert!(stdout.contains(&key.display().to_string()), "{stdout}");
 }
 
 #[test]

@@ -7,6 +7,7 @@
 mod admin;
 mod cli;
 mod config;
+mod egress;
 mod forwarding;
 mod graphql;
 mod graphql_cost;

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod proxy;
 pub mod redis;
 pub mod tls;
 pub mod upstream;
@@ -24,6 +25,7 @@ use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::oneshot;
 
+pub use proxy::ConnectProxy;
 pub use tls::{tls_fixture, TlsUpstream};
 pub use upstream::Upstream;
 
@@ -130,7 +132,11 @@ pub struct Mmgate {
 impl Mmgate {
     /// Starts mmgate on `toml`.
     pub async fn start(toml: &str) -> Self {
-        let settings = Settings::from_toml(toml).unwrap_or_else(|e| panic!("test config invalid: {e}"));
+        Self::start_settings(Settings::from_toml(toml).unwrap_or_else(|e| panic!("test config invalid: {e}"))).await
+    }
+
+    /// Starts mmgate on `settings`.
+    pub async fn start_settings(settings: Settings) -> Self {
         let keys = KeyStore::load(&settings.keys, None).unwrap_or_else(|e| panic!("keys: {e:?}"));
         let gate = Gate::new(Runtime::new(settings, keys, None));
         let server = Server::bind(gate.clone()).await.unwrap();

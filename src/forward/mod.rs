@@ -29,8 +29,10 @@ use crate::error::ProxyError;
 /// A request body on its way upstream (the caller's, already counted and limited).
 pub type ForwardBody = Body;
 
+mod egress;
+
 /// The pooled HTTP client that talks to the upstream.
-pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, ForwardBody>;
+pub type UpstreamClient = Client<HttpsConnector<egress::Connector>, ForwardBody>;
 
 /// The `X-Request-Id` header.
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -39,7 +41,8 @@ pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub const MAX_IDLE_UPSTREAM: usize = 128;
 
 /// Builds the pooled client for `upstream`: rustls trusting the webpki roots
-/// (and `ca_file`), keep-alive, and HTTP/2 when the upstream offers it.
+/// (and `ca_file`), keep-alive, HTTP/2 when the upstream offers it, and the
+/// egress proxy's tunnel when there is one.
 pub fn client(upstream: &UpstreamSettings) -> UpstreamClient {
     let mut http = HttpConnector::new();
     http.set_connect_timeout(Some(upstream.connect_timeout));
@@ -56,7 +59,12 @@ pub fn client(upstream: &UpstreamSettings) -> UpstreamClient {
     let builder = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls).https_or_http().enable_http1();
     // ALPN offers h2 first on TLS: one multiplexed connection instead of one
     // per concurrent request. Plain http stays HTTP/1.1 (no h2c).
-    let https = if upstream.http2 { builder.enable_http2().wrap_connector(http) } else { builder.wrap_connector(http) };
+    let connector = egress::Connector::new(&upstream.egress, http, upstream.connect_timeout);
+    let https = if upstream.http2 {
+        builder.enable_http2().wrap_connector(connector)
+    } else {
+        builder.wrap_connector(connector)
+    };
     Client::builder(TokioExecutor::new())
         .timer(TokioTimer::new())
         .pool_timer(TokioTimer::new())

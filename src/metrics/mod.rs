@@ -9,14 +9,18 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, EncodeMetric, LabelValueEncoder, MetricEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::info::Info;
+use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
-use crate::keys::KeyStore;
+use crate::keys::{KeyState, KeyStore};
+
+mod process;
 
 /// A label value shared with the configuration (route pattern, client or key name).
 #[derive(Clone, Debug, Hash, PartialEq, Eq)]
@@ -70,8 +74,39 @@ struct KeyInfoLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KeyStateLabels {
+    key: Label,
+    state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabels {
     result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: &'static str,
+}
+
+/// A family whose HELP and TYPE are written even before its first series,
+/// so dashboards and alerts can rely on every family existing from the start
+/// (prometheus-client leaves empty families out).
+#[derive(Debug)]
+struct Declared<M>(M);
+
+impl<M: EncodeMetric> EncodeMetric for Declared<M> {
+    fn encode(&self, encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        self.0.encode(encoder)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        self.0.metric_type()
+    }
+
+    fn is_empty(&self) -> bool {
+        false
+    }
 }
 
 fn latency_histogram() -> Histogram {
@@ -88,6 +123,7 @@ pub struct Metrics {
     upstream_errors: Family<KindLabels, Counter>,
     unauthorized: Family<KeyLabels, Counter>,
     key_info: Family<KeyInfoLabels, Gauge>,
+    key_state: Family<KeyStateLabels, Gauge>,
     reloads: Family<ResultLabels, Counter>,
     in_flight: Gauge,
     shared_unavailable: Counter,
@@ -99,9 +135,16 @@ impl std::fmt::Debug for Metrics {
     }
 }
 
+/// Upstream failure kinds, each counted from 0.
+const UPSTREAM_ERROR_KINDS: [&str; 3] = ["unreachable", "timeout", "body"];
+
 impl Default for Metrics {
     fn default() -> Self {
-        let mut registry = Registry::with_prefix("mmgate");
+        // `process_*` at the top level, as every client library names them;
+        // mmgate's own under its prefix.
+        let mut root = Registry::default();
+        root.register_collector(Box::new(process::ProcessCollector));
+        let registry = root.sub_registry_with_prefix("mmgate");
         let requests = Family::default();
         let duration = Family::new_with_constructor(latency_histogram as fn() -> Histogram);
         let upstream_duration = Family::new_with_constructor(latency_histogram as fn() -> Histogram);
@@ -109,41 +152,68 @@ impl Default for Metrics {
         let upstream_errors = Family::default();
         let unauthorized = Family::default();
         let key_info = Family::default();
+        let key_state = Family::default();
         let reloads = Family::default();
+
         let in_flight = Gauge::default();
         let shared_unavailable = Counter::default();
-        registry.register("requests", "Requests answered, by route pattern, client and status", requests.clone());
+        registry.register(
+            "requests",
+            "Requests answered, by route pattern, client and status",
+            Declared(requests.clone()),
+        );
         registry.register(
             "request_duration_seconds",
             "Time from request to the end of the response body, by route",
-            duration.clone(),
+            Declared(duration.clone()),
         );
         registry.register(
             "upstream_duration_seconds",
             "Time the upstream took to answer with headers, by route",
-            upstream_duration.clone(),
+            Declared(upstream_duration.clone()),
         );
-        registry.register("rate_limited", "Requests refused by a rate limit, by limit kind and name", refusals.clone());
+        registry.register(
+            "rate_limited",
+            "Requests refused by a rate limit, by limit kind and name",
+            Declared(refusals.clone()),
+        );
         registry.register(
             "upstream_errors",
             "Upstream failures: unreachable, timeout, body (a response body cut or failed)",
-            upstream_errors.clone(),
+            Declared(upstream_errors.clone()),
         );
-        registry.register("upstream_unauthorized", "Upstream 401 answers, by key", unauthorized.clone());
+        registry.register("upstream_unauthorized", "Upstream 401 answers, by key", Declared(unauthorized.clone()));
         registry.register(
             "key_info",
             "1 for each configured key, with its fingerprint (first 8 hex of SHA-256) and state",
-            key_info.clone(),
+            Declared(key_info.clone()),
         );
-        registry.register("config_reloads", "Configuration reloads, by result (ok, failed)", reloads.clone());
-        registry.register("requests_in_flight", "Requests being handled now", in_flight.clone());
+        registry.register(
+            "key_state",
+            "1 for each configured key's current state (loaded, missing, stale, rejected), 0 for the others",
+            Declared(key_state.clone()),
+        );
+        registry.register("config_reloads", "Configuration reloads, by result (ok, failed)", Declared(reloads.clone()));
+        registry.register(
+            "build",
+            "The running mmgate's version",
+            Info::new(BuildLabels { version: env!("CARGO_PKG_VERSION") }),
+        );
+        // Series with a fixed set of labels exist, at 0, before their first event.
+        for kind in UPSTREAM_ERROR_KINDS {
+            drop(upstream_errors.get_or_create(&KindLabels { kind }));
+        }
+        for result in ["ok", "failed"] {
+            drop(reloads.get_or_create(&ResultLabels { result }));
+        }
+        registry.register("requests_in_flight", "Requests being handled now", Declared(in_flight.clone()));
         registry.register(
             "shared_limiter_unavailable",
             "Requests that found the shared (Redis) limiter unreachable",
-            shared_unavailable.clone(),
+            Declared(shared_unavailable.clone()),
         );
         Self {
-            registry,
+            registry: root,
             requests,
             duration,
             upstream_duration,
@@ -151,6 +221,7 @@ impl Default for Metrics {
             upstream_errors,
             unauthorized,
             key_info,
+            key_state,
             reloads,
             in_flight,
             shared_unavailable,
@@ -199,10 +270,16 @@ impl Metrics {
     pub fn render(&self, keys: &KeyStore, in_flight: usize) -> String {
         self.in_flight.set(i64::try_from(in_flight).unwrap_or(i64::MAX));
         self.key_info.clear();
+        self.key_state.clear();
         for slot in keys.iter() {
             let fingerprint = slot.current().map_or_else(|| "none".to_owned(), |k| k.fingerprint().to_string());
-            let labels = KeyInfoLabels { key: slot.name().into(), fingerprint, state: slot.state().as_str() };
+            let current = slot.state();
+            let labels = KeyInfoLabels { key: slot.name().into(), fingerprint, state: current.as_str() };
             self.key_info.get_or_create(&labels).set(1);
+            for state in KeyState::ALL {
+                let labels = KeyStateLabels { key: slot.name().into(), state: state.as_str() };
+                self.key_state.get_or_create(&labels).set(i64::from(state == current));
+            }
         }
         let mut text = String::new();
         // Encoding into a String cannot fail.
