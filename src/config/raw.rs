@@ -90,7 +90,7 @@ pub struct RawServer {
     /// Default true: re-read key files as soon as their directory changes.
     pub watch_key_files: bool,
     /// `text` (default) or `json`: one JSON object per log line.
-    pub log_format: String,
+    pub log_format: RawLogFormat,
 }
 
 impl Default for RawServer {
@@ -109,9 +109,29 @@ impl Default for RawServer {
             unready_on_rejected_key: false,
             key_poll_interval: HumanDuration(Duration::from_secs(5)),
             watch_key_files: true,
-            log_format: "text".into(),
+            log_format: RawLogFormat::Text,
         }
     }
+}
+
+/// `server.log_format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RawLogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `routes[].kind`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RawRouteKind {
+    /// Forwarded as is; only the route's scope is checked.
+    Rest,
+    /// Every GraphQL operation is parsed and checked.
+    Graphql,
 }
 
 /// `[upstream]`: the MachineMetrics API host and how long to wait for it.
@@ -202,7 +222,7 @@ pub struct RawRoute {
     /// The scope a caller needs (for GraphQL: to run queries).
     pub scope: String,
     /// "rest" (default) or "graphql" (parse and check each operation).
-    pub kind: Option<String>,
+    pub kind: Option<RawRouteKind>,
     /// GraphQL: the scope mutations need; absent = mutations denied.
     pub mutation_scope: Option<String>,
     /// GraphQL: deepest selection-set nesting, fragments expanded (default 15).

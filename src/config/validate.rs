@@ -12,7 +12,9 @@ use http::{HeaderValue, Uri};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
 
-use super::raw::{RawClient, RawConfig, RawKey, RawLimit, RawLimits, RawRoute, RawServer, RawUpstream};
+use super::raw::{
+    RawClient, RawConfig, RawKey, RawLimit, RawLimits, RawLogFormat, RawRoute, RawRouteKind, RawServer, RawUpstream,
+};
 use super::{
     BudgetSpec, ConfigOrigin, Egress, ListenAddr, LogFormat, Overrides, Problem, ProxyEnv, ServerSettings, Settings,
     UpstreamSettings,
@@ -217,13 +219,9 @@ fn server(c: &mut Checker, raw: &RawServer) -> Option<ServerSettings> {
         unready_on_rejected_key: raw.unready_on_rejected_key,
         key_poll_interval: c.positive("server.key_poll_interval", raw.key_poll_interval.0),
         watch_key_files: raw.watch_key_files,
-        log_format: match raw.log_format.as_str() {
-            "text" => LogFormat::Text,
-            "json" => LogFormat::Json,
-            other => {
-                c.problem("server.log_format", format!("`{other}` is not a log format; use \"text\" or \"json\""));
-                LogFormat::Text
-            }
+        log_format: match raw.log_format {
+            RawLogFormat::Text => LogFormat::Text,
+            RawLogFormat::Json => LogFormat::Json,
         },
     })
 }
@@ -428,8 +426,8 @@ fn route_spec(c: &mut Checker, i: usize, raw: &RawRoute, keys: &[KeySpec]) -> Op
         );
     }
     let scope = c.scope(&format!("{at}.scope"), &raw.scope);
-    let kind = match raw.kind.as_deref() {
-        None | Some("rest") => {
+    let kind = match raw.kind {
+        None | Some(RawRouteKind::Rest) => {
             let graphql_only = [
                 raw.mutation_scope.is_some(),
                 raw.max_depth.is_some(),
@@ -446,7 +444,7 @@ fn route_spec(c: &mut Checker, i: usize, raw: &RawRoute, keys: &[KeySpec]) -> Op
             }
             RouteKind::Rest
         }
-        Some("graphql") => {
+        Some(RawRouteKind::Graphql) => {
             let mutation_scope = match &raw.mutation_scope {
                 Some(s) => Some(c.scope(&format!("{at}.mutation_scope"), s)?),
                 None => None,
@@ -467,10 +465,6 @@ fn route_spec(c: &mut Checker, i: usize, raw: &RawRoute, keys: &[KeySpec]) -> Op
                 introspection: raw.introspection.unwrap_or(defaults.introspection),
             };
             RouteKind::Graphql(GraphqlRoute { mutation_scope, limits, cache: Default::default() })
-        }
-        Some(other) => {
-            c.problem(format!("{at}.kind"), format!("`{other}` is not a route kind; use \"rest\" or \"graphql\""));
-            return None;
         }
     };
     let (matcher, key, scope) = (matcher?, key?, scope?);

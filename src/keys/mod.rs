@@ -80,6 +80,21 @@ pub enum KeyError {
     NotAHeaderValue { key: String, from: KeySource },
 }
 
+/// Why a key file could not be read, and what to do, in an operator's words.
+fn unreadable(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => "no such file; create it or fix the path".to_owned(),
+        std::io::ErrorKind::PermissionDenied => {
+            let (uid, gid) = (rustix::process::geteuid().as_raw(), rustix::process::getegid().as_raw());
+            format!(
+                "permission denied: mmgate runs as uid {uid} (gid {gid}), which must be able to read the file and enter its directories (e.g. owner {uid}, mode 0400)"
+            )
+        }
+        std::io::ErrorKind::IsADirectory => "it is a directory; point to the key file inside it".to_owned(),
+        _ => e.to_string(),
+    }
+}
+
 /// The first 8 hex digits of a key's SHA-256: safe to show, enough to compare replicas.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct Fingerprint([u8; 4]);
@@ -143,7 +158,7 @@ impl LoadedKey {
                 let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|e| KeyError::FileUnreadable {
                     key: key.to_owned(),
                     path: path.display().to_string(),
-                    reason: e.kind().to_string(),
+                    reason: unreadable(&e),
                 })?);
                 let trimmed = text.trim();
                 if trimmed.is_empty() {

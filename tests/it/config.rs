@@ -179,3 +179,71 @@ fn a_keys_mutation_scope_is_needed_and_must_be_granted() {
     // A scope of the config's own gates callers only: the key needs nothing more.
     assert!(Settings::from_toml(&graphql(r#"["reporting"]"#, "write")).is_ok());
 }
+
+/// Every property of every table, from the JSON Schema.
+fn schema_keys(schema: &serde_json::Value) -> std::collections::BTreeSet<String> {
+    let mut keys = std::collections::BTreeSet::new();
+    let mut tables = vec![schema];
+    tables.extend(schema["$defs"].as_object().unwrap().values());
+    for table in tables {
+        if let Some(properties) = table["properties"].as_object() {
+            keys.extend(properties.keys().cloned());
+        }
+    }
+    keys
+}
+
+#[test]
+fn the_example_config_shows_every_key_of_the_schema() {
+    let example = include_str!("../../config/mmgate.toml");
+    let schema = serde_json::to_value(mmgate::config::schema()).unwrap();
+    let shown = |key: &str| {
+        example.lines().any(|line| {
+            let line = line.trim_start_matches(['#', ' ']);
+            line.starts_with(&format!("{key} ="))
+                || line.starts_with(&format!("[{key}."))
+                || line.starts_with(&format!("[{key}]"))
+                || line.starts_with(&format!("[[{key}]]"))
+                || line.contains(&format!("{{ {key} ="))
+                || line.contains(&format!(", {key} ="))
+        })
+    };
+    let missing: Vec<String> = schema_keys(&schema).into_iter().filter(|k| !shown(k)).collect();
+    assert!(missing.is_empty(), "config/mmgate.toml does not show: {missing:?}");
+}
+
+#[test]
+fn the_schema_lists_the_allowed_values_of_string_choices() {
+    let schema = serde_json::to_value(mmgate::config::schema()).unwrap();
+    let text = schema.to_string();
+    for value in ["\"const\":\"graphql\"", "\"const\":\"rest\"", "\"const\":\"json\"", "\"const\":\"text\""] {
+        assert!(text.contains(value), "{value} missing from the schema");
+    }
+}
+
+#[test]
+fn the_container_default_is_the_embedded_default_on_every_interface() {
+    let container = include_str!("../../config/container.toml");
+    let differs = |line: &str| {
+        line.starts_with("listen") || line.starts_with("admin_listen") || line.starts_with("anonymous_from")
+    };
+    let settings =
+        |text: &str| text.lines().filter(|l| !l.starts_with('#') && !differs(l)).collect::<Vec<_>>().join("\n");
+    assert_eq!(settings(container), settings(mmgate::config::EMBEDDED_DEFAULT).replace("\n\n\n", "\n\n"));
+    assert!(container.contains("listen = \"0.0.0.0:8080\"") && container.contains("admin_listen = \"0.0.0.0:9090\""));
+    assert!(container.contains("anonymous_from = [\"172.16.0.0/12\"]"));
+    assert!(Settings::from_toml(container).is_ok());
+}
+
+#[test]
+fn an_open_anonymous_client_on_a_non_loopback_listener_is_an_error() {
+    let base = format!("[server]\nlisten = \"0.0.0.0:8080\"\n{KEY}{ROUTE}[clients.local]\nanonymous = true\nscopes = [\"reporting\"]\n");
+    let open = problems(&base);
+    assert!(
+        open[0].starts_with("clients.local.anonymous_from: server.listen 0.0.0.0:8080 is not a loopback address"),
+        "{open:?}"
+    );
+    assert!(Settings::from_toml(&format!("{base}anonymous_from = [\"10.0.0.0/8\"]\n")).is_ok());
+    let bad = problems(&format!("{base}anonymous_from = [\"10.0.0.0/33\"]\n"));
+    assert!(bad[0].starts_with("clients.local.anonymous_from[0]: `10.0.0.0/33` is not a network"), "{bad:?}");
+}
