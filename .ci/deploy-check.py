@@ -415,6 +415,29 @@ def check_systemd(binary, upstream_port):
     print("deploy-check: systemd unit ok (install steps, ExecStartPre, READY/RELOADING/STOPPING, rotation)")
 
 
+# ---------------------------------------------------------------- README
+
+
+def readme_block(after):
+    """The lines of the first ```sh block after the heading `after`."""
+    text = open(os.path.join(ROOT, "README.md")).read()
+    section = text[text.index(after):]
+    block = section[section.index("```sh\n") + 6:]
+    return [l for l in block[:block.index("```")].splitlines() if l.strip()]
+
+
+def check_readme_matches_the_deployments():
+    """README's copy-paste steps are the ones this script runs."""
+    steps, _ = unit_file()
+    if readme_block("### Under systemd") != steps:
+        fail("README's systemd steps differ from deploy/systemd/mmgate.service's header")
+    compose = [l[len("#   "):] for l in open(os.path.join(ROOT, "deploy/compose/docker-compose.yml"))
+               if l.startswith("#   ")]
+    if readme_block("### With docker compose") != ["cd deploy/compose"] + [l.rstrip("\n") for l in compose]:
+        fail("README's compose steps differ from deploy/compose/docker-compose.yml's header")
+    print("deploy-check: README's deployment steps are the ones checked")
+
+
 # ---------------------------------------------------------------- main
 
 
@@ -433,6 +456,7 @@ def main():
     upstream = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Upstream)
     threading.Thread(target=upstream.serve_forever, daemon=True).start()
     port = upstream.server_address[1]
+    check_readme_matches_the_deployments()
     checks = [check_container, check_compose, check_kubernetes, check_systemd]
     for check in checks:
         # A clean slate of deployment directories for each.
