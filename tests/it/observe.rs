@@ -14,6 +14,40 @@ fn sample(text: &str, series: &str) -> Option<f64> {
 }
 
 #[tokio::test]
+async fn every_family_is_declared_from_the_start_with_build_and_process_metrics() {
+    let (gate, _upstream, _keys) = Mmgate::with_upstream("").await;
+    let text = get(&format!("http://{}/metrics", gate.admin), &[]).await.text();
+    for family in [
+        "mmgate_requests",
+        "mmgate_request_duration_seconds",
+        "mmgate_upstream_duration_seconds",
+        "mmgate_rate_limited",
+        "mmgate_upstream_errors",
+        "mmgate_upstream_unauthorized",
+        "mmgate_key_info",
+        "mmgate_key_state",
+        "mmgate_config_reloads",
+        "mmgate_requests_in_flight",
+        "mmgate_shared_limiter_unavailable",
+        "mmgate_build",
+        "process_cpu_seconds",
+        "process_resident_memory_bytes",
+        "process_open_fds",
+    ] {
+        assert!(text.contains(&format!("# TYPE {family} ")), "{family} not declared:\n{text}");
+    }
+    for series in [
+        r#"mmgate_upstream_errors_total{kind="unreachable"} 0"#,
+        r#"mmgate_config_reloads_total{result="failed"} 0"#,
+        "mmgate_shared_limiter_unavailable_total 0",
+        &format!(r#"mmgate_build_info{{version="{}"}} 1"#, env!("CARGO_PKG_VERSION")),
+    ] {
+        assert!(text.contains(series), "{series} missing:\n{text}");
+    }
+    assert!(sample(&text, "process_resident_memory_bytes").is_some_and(|v| v > 0.0), "{text}");
+}
+
+#[tokio::test]
 async fn metrics_after_a_mix_of_requests() {
     let extra = "\n[clients.limited]\ntoken_sha256 = \"".to_owned()
         + &sha("limited-token")

@@ -149,6 +149,11 @@ async fn an_empty_or_missing_file_keeps_the_previous_key() {
         // The watcher read the bad file: the key is stale, still in use, and ready.
         let ready = wait_for_key_state(&gate, "reporting", "stale").await;
         assert_eq!(ready["ready"], true, "{breakage}");
+        let metrics = get(&format!("http://{}/metrics", gate.admin), &[]).await.text();
+        for (state, value) in [("stale", 1), ("loaded", 0), ("rejected", 0), ("missing", 0)] {
+            let series = format!("mmgate_key_state{{key=\"reporting\",state=\"{state}\"}} {value}");
+            assert!(metrics.contains(&series), "{series} not in\n{metrics}");
+        }
         assert_eq!(fingerprint_in(&ready, "reporting"), old);
         assert_eq!(get(&gate.url("/reports/a"), &[AS_DASHBOARD]).await.status, 200);
         assert_eq!(auth_of(upstream.requests().last().unwrap()), format!("Bearer {REPORTING_KEY}"), "{breakage}");
