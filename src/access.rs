@@ -19,11 +19,11 @@ use tracing::Level;
 
 use crate::conn::RequestGuard;
 use crate::error::ProxyError;
+use crate::gate::{Gate, InFlight};
 use crate::graphql::Summary;
 use crate::limit::Admission;
 use crate::logging::{self, BufferedStderr};
 use crate::metrics::{Label, Metrics};
-use crate::state::{Gate, InFlight};
 
 /// What is known about a request so far; logged and counted when dropped.
 pub struct Exchange {

@@ -12,8 +12,8 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde::Serialize;
 
+use crate::gate::Gate;
 use crate::keys::KeyState;
-use crate::state::Gate;
 
 /// The admin router.
 pub fn app(gate: Arc<Gate>) -> Router {
@@ -42,7 +42,7 @@ struct KeyReport {
 }
 
 async fn metrics(State(gate): State<Arc<Gate>>) -> Response {
-    let text = gate.metrics.render(&gate.runtime().keys, gate.in_flight());
+    let text = gate.metrics.render(gate.runtime().keys(), gate.in_flight());
     ([(CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text).into_response()
 }
 
@@ -53,7 +53,7 @@ async fn metrics(State(gate): State<Arc<Gate>>) -> Response {
 async fn readyz(State(gate): State<Arc<Gate>>) -> Response {
     let runtime = gate.runtime();
     let keys: Vec<KeyReport> = runtime
-        .keys
+        .keys()
         .iter()
         .map(|slot| KeyReport {
             name: slot.name().to_owned(),
@@ -61,9 +61,9 @@ async fn readyz(State(gate): State<Arc<Gate>>) -> Response {
             state: slot.state().as_str(),
         })
         .collect();
-    let strict = runtime.settings.server.unready_on_rejected_key;
+    let strict = runtime.settings().server().unready_on_rejected_key;
     let ready = gate.is_serving()
-        && runtime.keys.iter().all(|slot| match slot.state() {
+        && runtime.keys().iter().all(|slot| match slot.state() {
             KeyState::Loaded => true,
             KeyState::Missing => false,
             KeyState::Stale | KeyState::Rejected => !strict,

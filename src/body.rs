@@ -2,7 +2,7 @@
 //! access log, cut at `max_body`, given up on when it stalls longer than
 //! `server.body_idle_timeout`, and every failure told apart, so that a fault
 //! of the caller's is answered as one (400, 408, 413, or a caller that left)
-//! and never counted against the upstream.
+//! and never counted against the upstream (`error` maps each fault).
 //!
 //! One wrapper does all of it, whether the body is read whole (GraphQL) or
 //! streamed to the upstream: the upstream client reports a body error as
@@ -19,8 +19,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use tokio::time::{Instant, Sleep};
-
-use crate::error::ProxyError;
 
 /// Boxed error type of bodies.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -50,20 +48,6 @@ impl fmt::Display for CallerBodyError {
 }
 
 impl std::error::Error for CallerBodyError {}
-
-impl From<CallerBodyError> for ProxyError {
-    fn from(e: CallerBodyError) -> Self {
-        match e {
-            CallerBodyError::TooLarge { limit } => ProxyError::BodyTooLarge { limit },
-            CallerBodyError::Malformed(why) => ProxyError::BadRequest(format!("the request body is malformed ({why})")),
-            CallerBodyError::Stalled { after } => ProxyError::RequestTimeout(format!(
-                "the request body stalled for more than {} (server.body_idle_timeout)",
-                humantime::format_duration(after)
-            )),
-            CallerBodyError::Gone => ProxyError::CallerGone,
-        }
-    }
-}
 
 /// The caller's fault behind `error`, if any (looked for down its sources).
 pub fn caller_fault(error: &(dyn std::error::Error + 'static)) -> Option<CallerBodyError> {

@@ -5,9 +5,9 @@
 use std::fmt::Write as _;
 
 use crate::client::{token_sha256_hex, Credential};
+use crate::config::RouteKind;
 use crate::config::Settings;
 use crate::keys::LoadedKey;
-use crate::route::RouteKind;
 
 /// What `check` found: the printable summary and whether it passed.
 pub struct Report {
@@ -23,29 +23,29 @@ pub fn check(settings: &Settings, skip_keys: bool) -> Report {
     let mut errors = Vec::new();
     let s = settings;
     // `write!` into a String cannot fail.
-    let _ = writeln!(out, "config        {}", s.origin);
-    let _ = writeln!(out, "listen        {}", s.server.listen);
-    let _ = writeln!(out, "admin_listen  {}", s.server.admin_listen);
-    let _ = write!(out, "upstream      {}", s.upstream.url);
-    if s.upstream.scheme == http::uri::Scheme::HTTPS {
-        let _ = write!(out, "  ({})", if s.upstream.http2 { "HTTP/2 or HTTP/1.1 by ALPN" } else { "HTTP/1.1 only" });
+    let _ = writeln!(out, "config        {}", s.origin());
+    let _ = writeln!(out, "listen        {}", s.server().listen);
+    let _ = writeln!(out, "admin_listen  {}", s.server().admin_listen);
+    let _ = write!(out, "upstream      {}", s.upstream().url);
+    if s.upstream().scheme == http::uri::Scheme::HTTPS {
+        let _ = write!(out, "  ({})", if s.upstream().http2 { "HTTP/2 or HTTP/1.1 by ALPN" } else { "HTTP/1.1 only" });
     }
-    if let Some((path, certs)) = &s.upstream.extra_roots {
+    if let Some((path, certs)) = &s.upstream().extra_roots {
         let _ = write!(out, "  extra CAs {} ({} certificates)", path.display(), certs.len());
     }
     out.push('\n');
-    let _ = writeln!(out, "egress        {}", s.upstream.egress);
-    if let Some(shared) = &s.shared {
+    let _ = writeln!(out, "egress        {}", s.upstream().egress);
+    if let Some(shared) = &s.shared() {
         let when_down = if shared.fail_open { "fail open" } else { "fail closed" };
         let _ = writeln!(out, "shared limits {} ({when_down}, timeout {:?})", shared.display, shared.timeout);
     }
 
     let _ = writeln!(out, "\nroutes");
-    for route in s.routes.iter() {
-        let key = s.keys.get(route.key).map_or("?", |k| k.name.as_str());
-        let _ = write!(out, "  {:<20} key {key}  scope {}", route.pattern, s.scopes.name(route.scope));
+    for route in s.routes().iter() {
+        let key = s.keys().get(route.key).map_or("?", |k| k.name.as_str());
+        let _ = write!(out, "  {:<20} key {key}  scope {}", route.pattern, s.scopes().name(route.scope));
         if let RouteKind::Graphql(g) = &route.kind {
-            let mutations = g.mutation_scope.map_or("denied".to_owned(), |m| format!("scope {}", s.scopes.name(m)));
+            let mutations = g.mutation_scope.map_or("denied".to_owned(), |m| format!("scope {}", s.scopes().name(m)));
             let l = &g.limits;
             let _ = write!(
                 out,
@@ -61,15 +61,15 @@ pub fn check(settings: &Settings, skip_keys: bool) -> Report {
     }
 
     let _ = writeln!(out, "\nkeys");
-    for key in &s.keys {
-        let _ = write!(out, "  {:<20} {}  scopes {}", key.name, key.source, s.scopes.list(key.scopes));
+    for key in s.keys() {
+        let _ = write!(out, "  {:<20} {}  scopes {}", key.name, key.source, s.scopes().list(key.scopes));
         if let Some(limit) = &key.limit {
             let _ = write!(out, "  limit {limit}");
         }
         if let Some(max) = key.max_in_flight {
             let _ = write!(out, "  max_in_flight {max}");
         }
-        if let Some(budget) = key.budget.and_then(|b| s.budgets.get(b)) {
+        if let Some(budget) = key.budget.and_then(|b| s.budgets().get(b)) {
             let _ = write!(out, "  budget {}", budget.name);
         }
         if skip_keys {
@@ -87,15 +87,15 @@ pub fn check(settings: &Settings, skip_keys: bool) -> Report {
         }
         out.push('\n');
     }
-    if !s.budgets.is_empty() {
+    if !s.budgets().is_empty() {
         let _ = writeln!(out, "\nbudgets");
-        for budget in &s.budgets {
+        for budget in s.budgets() {
             let _ = writeln!(out, "  {:<20} limit {}", budget.name, budget.limit);
         }
     }
 
     let _ = writeln!(out, "\nclients");
-    for client in s.clients.iter() {
+    for client in s.clients().iter() {
         let how = match client.credential {
             Credential::Token(_) => "token".to_owned(),
             Credential::Anonymous => {
@@ -105,7 +105,7 @@ pub fn check(settings: &Settings, skip_keys: bool) -> Report {
             }
             Credential::UnixUid(uid) => format!("unix_uid {uid}"),
         };
-        let _ = write!(out, "  {:<20} {how}  scopes {}", client.name, s.scopes.list(client.scopes));
+        let _ = write!(out, "  {:<20} {how}  scopes {}", client.name, s.scopes().list(client.scopes));
         if let Some(limit) = &client.limit {
             let _ = write!(out, "  limit {limit}");
         }
@@ -115,9 +115,9 @@ pub fn check(settings: &Settings, skip_keys: bool) -> Report {
         out.push('\n');
     }
 
-    if !s.warnings.is_empty() {
+    if !s.warnings().is_empty() {
         let _ = writeln!(out, "\nwarnings");
-        for w in &s.warnings {
+        for w in s.warnings() {
             let _ = writeln!(out, "  - {w}");
         }
     }
@@ -129,7 +129,7 @@ pub fn check(settings: &Settings, skip_keys: bool) -> Report {
     }
     let ok = errors.is_empty();
     let verdict = if ok { "OK" } else { "FAILED" };
-    let _ = writeln!(out, "\n{verdict}: {} error(s), {} warning(s)", errors.len(), s.warnings.len());
+    let _ = writeln!(out, "\n{verdict}: {} error(s), {} warning(s)", errors.len(), s.warnings().len());
     Report { text: out, ok }
 }
 

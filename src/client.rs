@@ -10,9 +10,21 @@ use http::HeaderMap;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::error::ProxyError;
 use crate::limit::Limit;
 use crate::policy::ScopeSet;
+
+/// Why a caller could not be identified (401 `unauthenticated`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum IdentityError {
+    #[error("this route needs `Authorization: Bearer <token>`")]
+    NoCredentials,
+    #[error("send one Authorization header, not several")]
+    SeveralHeaders,
+    #[error("Authorization must be `Bearer <token>`")]
+    NotBearer,
+    #[error("unknown token")]
+    UnknownToken,
+}
 
 /// SHA-256 of a client token.
 pub type TokenHash = [u8; 32];
@@ -100,7 +112,7 @@ impl ClientTable {
     ///
     /// A token, when sent, decides alone; without one, a client matching the
     /// peer's uid comes before the anonymous client.
-    pub fn identify(&self, headers: &HeaderMap, peer: Peer) -> Result<&Client, ProxyError> {
+    pub fn identify(&self, headers: &HeaderMap, peer: Peer) -> Result<&Client, IdentityError> {
         let mut values = headers.get_all(AUTHORIZATION).iter();
         let Some(value) = values.next() else {
             let uid = match peer {
@@ -109,16 +121,13 @@ impl ClientTable {
             };
             let by_uid = uid.and_then(|uid| self.clients.iter().find(|c| c.credential == Credential::UnixUid(uid)));
             let anonymous = || self.anonymous.and_then(|i| self.clients.get(i)).filter(|c| c.may_be_anonymous(peer));
-            return by_uid
-                .or_else(anonymous)
-                .ok_or(ProxyError::Unauthenticated("this route needs `Authorization: Bearer <token>`"));
+            return by_uid.or_else(anonymous).ok_or(IdentityError::NoCredentials);
         };
         if values.next().is_some() {
-            return Err(ProxyError::Unauthenticated("send one Authorization header, not several"));
+            return Err(IdentityError::SeveralHeaders);
         }
-        let token = bearer_token(value.as_bytes())
-            .ok_or(ProxyError::Unauthenticated("Authorization must be `Bearer <token>`"))?;
-        self.by_token(&Sha256::digest(token).into()).ok_or(ProxyError::Unauthenticated("unknown token"))
+        let token = bearer_token(value.as_bytes()).ok_or(IdentityError::NotBearer)?;
+        self.by_token(&Sha256::digest(token).into()).ok_or(IdentityError::UnknownToken)
     }
 
     fn by_token(&self, presented: &TokenHash) -> Option<&Client> {
@@ -188,7 +197,7 @@ mod tests {
         table
             .identify(&headers, Peer::Tcp(([127, 0, 0, 1], 1).into()))
             .map(|c| c.name.to_string())
-            .map_err(|e| e.code().to_owned())
+            .map_err(|e| format!("{e:?}"))
     }
 
     #[test]
@@ -200,17 +209,17 @@ mod tests {
         for bad in
             ["Bearer nope", "Basic czNjcmV0", "Bearer", "Bearer ", "Bearers3cret", "Token s3cret", "Bearer s3 cret"]
         {
-            assert_eq!(who(&t, &[bad]).unwrap_err(), "unauthenticated", "{bad}");
+            assert!(matches!(who(&t, &[bad]).unwrap_err().as_str(), "NotBearer" | "UnknownToken"), "{bad}");
         }
-        assert_eq!(who(&t, &["Bearer s3cret", "Bearer s3cret"]).unwrap_err(), "unauthenticated");
+        assert_eq!(who(&t, &["Bearer s3cret", "Bearer s3cret"]).unwrap_err(), "SeveralHeaders");
     }
 
     #[test]
     fn anonymous_only_without_a_header() {
-        assert_eq!(who(&table(false), &[]).unwrap_err(), "unauthenticated");
+        assert_eq!(who(&table(false), &[]).unwrap_err(), "NoCredentials");
         assert_eq!(who(&table(true), &[]).unwrap(), "local");
         // A wrong token never falls back to the anonymous client.
-        assert_eq!(who(&table(true), &["Bearer wrong"]).unwrap_err(), "unauthenticated");
+        assert_eq!(who(&table(true), &["Bearer wrong"]).unwrap_err(), "UnknownToken");
     }
 
     #[test]

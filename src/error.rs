@@ -1,5 +1,8 @@
 //! Every error mmgate answers itself, and the one place that turns it into a
-//! response: a status and the JSON body of DESIGN.md.
+//! response: a status and the JSON body of DESIGN.md. The request path's
+//! steps refuse with errors of their own (`PathError`, `IdentityError`,
+//! `Denied`, `CarrierError`, `AnalysisError`, `Refusal`, `CallerBodyError`,
+//! `UpstreamError`); each becomes a `ProxyError` here, and only here.
 //!
 //! 4xx messages tell the caller what it did wrong; 5xx messages reveal nothing
 //! internal (no upstream address, no key name, no OS error text).
@@ -9,6 +12,14 @@ use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, StatusCode};
 use serde::Serialize;
 
+use crate::body::CallerBodyError;
+use crate::client::IdentityError;
+use crate::forward::UpstreamError;
+use crate::graphql::{AnalysisError, CarrierError};
+use crate::limit::Refusal;
+use crate::policy::Denied;
+use crate::route::PathError;
+
 /// An error that mmgate answers without (or instead of) the upstream's response.
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
@@ -17,7 +28,7 @@ pub enum ProxyError {
     #[error("{0}")]
     BadGraphql(String),
     #[error("{0}")]
-    Unauthenticated(&'static str),
+    Unauthenticated(IdentityError),
     #[error("{0}")]
     ScopeDenied(String),
     #[error("no route for this path")]
@@ -45,6 +56,80 @@ pub enum ProxyError {
     LimiterUnavailable,
     #[error("the upstream API did not answer in time")]
     UpstreamTimeout,
+}
+
+impl From<PathError> for ProxyError {
+    fn from(e: PathError) -> Self {
+        Self::BadRequest(e.to_string())
+    }
+}
+
+impl From<IdentityError> for ProxyError {
+    fn from(e: IdentityError) -> Self {
+        Self::Unauthenticated(e)
+    }
+}
+
+impl From<Denied> for ProxyError {
+    fn from(e: Denied) -> Self {
+        match e {
+            Denied::Scope(message) => Self::ScopeDenied(message),
+            Denied::MutationOverGet => Self::MethodNotAllowed("a mutation cannot be sent with GET; use POST"),
+        }
+    }
+}
+
+impl From<CarrierError> for ProxyError {
+    fn from(e: CarrierError) -> Self {
+        match e {
+            CarrierError::Bad(message) => Self::BadGraphql(message),
+            CarrierError::UnsupportedMedia(message) => Self::UnsupportedMediaType(message),
+        }
+    }
+}
+
+impl From<AnalysisError> for ProxyError {
+    fn from(e: AnalysisError) -> Self {
+        match e {
+            // Introspection is a policy of the route, not a malformed document.
+            AnalysisError::Introspection => Self::ScopeDenied(e.to_string()),
+            e => Self::BadGraphql(e.to_string()),
+        }
+    }
+}
+
+impl From<Refusal> for ProxyError {
+    fn from(r: Refusal) -> Self {
+        // Whole seconds, rounded up, at least 1: a client that retries after
+        // `Retry-After` must not be refused again.
+        let secs = r.retry_after.as_secs() + u64::from(r.retry_after.subsec_nanos() > 0);
+        Self::RateLimited { limit: r.limit, retry_after_secs: secs.max(1) }
+    }
+}
+
+impl From<CallerBodyError> for ProxyError {
+    fn from(e: CallerBodyError) -> Self {
+        match e {
+            CallerBodyError::TooLarge { limit } => Self::BodyTooLarge { limit },
+            CallerBodyError::Malformed(why) => Self::BadRequest(format!("the request body is malformed ({why})")),
+            CallerBodyError::Stalled { after } => Self::RequestTimeout(format!(
+                "the request body stalled for more than {} (server.body_idle_timeout)",
+                humantime::format_duration(after)
+            )),
+            CallerBodyError::Gone => Self::CallerGone,
+        }
+    }
+}
+
+impl From<UpstreamError> for ProxyError {
+    fn from(e: UpstreamError) -> Self {
+        match e {
+            UpstreamError::Unreachable => Self::UpstreamUnreachable,
+            UpstreamError::Timeout => Self::UpstreamTimeout,
+            UpstreamError::Caller(fault) => fault.into(),
+            UpstreamError::BadTarget => Self::BadRequest("the request target cannot be forwarded".into()),
+        }
+    }
 }
 
 impl ProxyError {
@@ -189,6 +274,24 @@ mod tests {
         let json: serde_json::Value = serde_json::from_slice(body).unwrap();
         assert_eq!(json["error"]["code"], "headers_too_large");
         assert_eq!(json["error"]["request_id"], "id-1");
+    }
+
+    #[test]
+    fn retry_after_rounds_up_to_whole_seconds() {
+        let r = |ms| {
+            ProxyError::from(Refusal {
+                kind: crate::limit::LimitKind::Key,
+                name: "k".into(),
+                limit: "k".into(),
+                retry_after: std::time::Duration::from_millis(ms),
+            })
+        };
+        for (ms, secs) in [(1, 1), (999, 1), (1000, 1), (1001, 2), (0, 1)] {
+            match r(ms) {
+                ProxyError::RateLimited { retry_after_secs, .. } => assert_eq!(retry_after_secs, secs, "{ms} ms"),
+                other => panic!("{other:?}"),
+            }
+        }
     }
 
     #[test]

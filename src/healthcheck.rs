@@ -31,7 +31,7 @@ pub enum Unhealthy {
 /// Asks `/healthz` on the admin address of the config at `origin`.
 pub fn run(origin: ConfigOrigin) -> Result<(), Unhealthy> {
     let settings = Settings::load(origin)?;
-    let admin = settings.server.admin_listen;
+    let admin = settings.server().admin_listen.clone();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -1,15 +1,13 @@
-//! Scope allowlists: may this client use this route?
+//! Scope allowlists: may this caller do this?
 //!
 //! Runs after the caller is identified (`client`) and before rate limits
 //! (`limit`). Scope names are interned into bits when the config is loaded,
 //! so a decision on the request path is a mask test, never a string compare.
+//! Pure decisions over what the caller holds and what the request needs.
 
 use std::fmt;
 
-use crate::client::Client;
-use crate::error::ProxyError;
-use crate::graphql::{Operation, OperationKind};
-use crate::route::GraphqlRoute;
+use crate::graphql::{Limits, Operation, OperationKind};
 
 /// Scope names MachineMetrics publishes; a config may add its own.
 pub const PUBLISHED_SCOPES: &[&str] = &[
@@ -44,6 +42,11 @@ impl ScopeSet {
     /// Adds `scope` to the set.
     pub fn insert(&mut self, scope: Scope) {
         self.0 |= 1 << scope.0;
+    }
+
+    /// The scopes in either set.
+    pub fn union(self, other: ScopeSet) -> ScopeSet {
+        ScopeSet(self.0 | other.0)
     }
 
     /// The scopes of `self` that are not in `other`.
@@ -109,15 +112,41 @@ impl fmt::Display for ScopeList<'_> {
     }
 }
 
-/// Allows the request when the client holds `needed`; names what was missing otherwise.
-pub fn require(held: ScopeSet, needed: Scope, names: &ScopeNames, what: &dyn fmt::Display) -> Result<(), ProxyError> {
+/// Why a request is not allowed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Denied {
+    /// The caller lacks a scope (403 `scope_denied`).
+    #[error("{0}")]
+    Scope(String),
+    /// A mutation sent with GET, which must be safe (405 `method_not_allowed`).
+    #[error("a mutation cannot be sent with GET; use POST")]
+    MutationOverGet,
+}
+
+/// What a GraphQL route allows, beyond its scope.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GraphqlRule {
+    /// Scope a mutation needs; `None` denies every mutation.
+    pub mutation_scope: Option<Scope>,
+    /// Limits on each document's shape.
+    pub limits: Limits,
+}
+
+/// What a caller may do on GraphQL routes.
+#[derive(Debug, Clone, Copy)]
+pub struct Caller<'a> {
+    /// Its scopes.
+    pub scopes: ScopeSet,
+    /// The root fields it may select; `None` allows all.
+    pub graphql_fields: Option<&'a [String]>,
+}
+
+/// Allows the request when `held` has `needed`; names what was missing otherwise.
+pub fn require(held: ScopeSet, needed: Scope, names: &ScopeNames, what: &dyn fmt::Display) -> Result<(), Denied> {
     if held.contains(needed) {
         Ok(())
     } else {
-        Err(ProxyError::ScopeDenied(format!(
-            "{what} needs scope `{}`, which this client does not hold",
-            names.name(needed)
-        )))
+        Err(Denied::Scope(format!("{what} needs scope `{}`, which this client does not hold", names.name(needed))))
     }
 }
 
@@ -125,16 +154,16 @@ pub fn require(held: ScopeSet, needed: Scope, names: &ScopeNames, what: &dyn fmt
 ///
 /// A mutation over GET is refused outright (405: GET must be safe), before
 /// any scope is considered; then each operation needs its scope, and each
-/// root field must be on the client's `graphql_fields` list when it has one.
+/// root field must be on the caller's `graphql_fields` list when it has one.
 pub fn graphql<'a>(
     operations: impl Iterator<Item = &'a Operation> + Clone,
     is_get: bool,
-    client: &Client,
-    route: &GraphqlRoute,
+    caller: Caller<'_>,
+    rule: &GraphqlRule,
     names: &ScopeNames,
-) -> Result<(), ProxyError> {
+) -> Result<(), Denied> {
     if is_get && operations.clone().any(|op| op.kind == OperationKind::Mutation) {
-        return Err(ProxyError::MethodNotAllowed("a mutation cannot be sent with GET; use POST"));
+        return Err(Denied::MutationOverGet);
     }
     for op in operations {
         // Formatted only into a refusal: allowed requests build no message.
@@ -142,20 +171,16 @@ pub fn graphql<'a>(
         match op.kind {
             OperationKind::Query => {}
             OperationKind::Subscription => {
-                return Err(ProxyError::ScopeDenied(format!("subscription{label}: subscriptions are not supported")));
+                return Err(Denied::Scope(format!("subscription{label}: subscriptions are not supported")));
             }
-            OperationKind::Mutation => match route.mutation_scope {
-                None => {
-                    return Err(ProxyError::ScopeDenied(format!(
-                        "mutation{label}: mutations are denied on this route"
-                    )));
-                }
-                Some(scope) => require(client.scopes, scope, names, &format_args!("mutation{label}"))?,
+            OperationKind::Mutation => match rule.mutation_scope {
+                None => return Err(Denied::Scope(format!("mutation{label}: mutations are denied on this route"))),
+                Some(scope) => require(caller.scopes, scope, names, &format_args!("mutation{label}"))?,
             },
         }
-        if let Some(allowed) = &client.graphql_fields {
+        if let Some(allowed) = caller.graphql_fields {
             if let Some(field) = op.root_fields.iter().find(|f| *f != "__typename" && !allowed.contains(f)) {
-                return Err(ProxyError::ScopeDenied(format!(
+                return Err(Denied::Scope(format!(
                     "{}{label}: field `{field}` is not in this client's graphql_fields",
                     op.kind.as_str()
                 )));

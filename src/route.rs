@@ -8,12 +8,20 @@
 
 use std::borrow::Cow;
 
-use crate::error::ProxyError;
-use crate::graphql::{AnalysisCache, Limits};
-use crate::policy::Scope;
-
-/// Index of a key in `Settings::keys`.
-pub type KeyId = usize;
+/// Why a request path is refused (400 `bad_request`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PathError {
+    #[error("the request target must be a path starting with `/`")]
+    NotAbsolute,
+    #[error("a backslash is not allowed in the path")]
+    Backslash,
+    #[error("malformed percent-escape in the path")]
+    MalformedEscape,
+    #[error("an encoded `/` or `\\` is not allowed in the path")]
+    EncodedSeparator,
+    #[error("the path climbs above `/`")]
+    AboveRoot,
+}
 
 /// How a route's path pattern matches a normalised path.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,51 +63,23 @@ impl PathPattern {
     }
 }
 
-/// What mmgate checks in a route's requests beyond the route's scope.
+/// Routes of any kind, ordered so that the first match is the most specific
+/// one: exact paths first, then prefixes, longest first.
 #[derive(Debug, Clone)]
-pub enum RouteKind {
-    /// Forwarded as is; only the route's scope is checked.
-    Rest,
-    /// Every GraphQL operation is parsed and checked.
-    Graphql(GraphqlRoute),
+pub struct RouteTable<T> {
+    routes: Vec<(PathPattern, T)>,
 }
 
-/// The GraphQL policy of one route.
-#[derive(Debug, Clone)]
-pub struct GraphqlRoute {
-    /// Scope a mutation needs; `None` denies every mutation.
-    pub mutation_scope: Option<Scope>,
-    /// Limits on each document's shape.
-    pub limits: Limits,
-    /// Analyses of documents already seen on this route.
-    pub cache: std::sync::Arc<AnalysisCache>,
+impl<T> Default for RouteTable<T> {
+    fn default() -> Self {
+        Self { routes: Vec::new() }
+    }
 }
 
-/// One configured route.
-#[derive(Debug, Clone)]
-pub struct Route {
-    /// The pattern as configured (`"/reports/*"`), used in logs and metrics.
-    pub pattern: std::sync::Arc<str>,
-    /// How the pattern matches.
-    pub matcher: PathPattern,
-    /// The key injected for this route.
-    pub key: KeyId,
-    /// The scope a caller needs (for GraphQL: to run queries).
-    pub scope: Scope,
-    /// REST or GraphQL.
-    pub kind: RouteKind,
-}
-
-/// The routes, ordered so that the first match is the most specific one.
-#[derive(Debug, Clone, Default)]
-pub struct RouteTable {
-    routes: Vec<Route>,
-}
-
-impl RouteTable {
-    /// Orders `routes`: exact paths first, then prefixes longest first.
-    pub fn new(mut routes: Vec<Route>) -> Self {
-        routes.sort_by_key(|r| match &r.matcher {
+impl<T> RouteTable<T> {
+    /// Orders `routes` by specificity.
+    pub fn new(mut routes: Vec<(PathPattern, T)>) -> Self {
+        routes.sort_by_key(|(pattern, _)| match pattern {
             PathPattern::Exact(_) => (0, 0),
             PathPattern::Prefix(p) => (1, usize::MAX - p.len()),
         });
@@ -107,13 +87,18 @@ impl RouteTable {
     }
 
     /// The route for a normalised path.
-    pub fn find(&self, path: &str) -> Option<&Route> {
-        self.routes.iter().find(|r| r.matcher.matches(path))
+    pub fn find(&self, path: &str) -> Option<&T> {
+        self.routes.iter().find(|(pattern, _)| pattern.matches(path)).map(|(_, route)| route)
     }
 
     /// Every route, most specific first.
-    pub fn iter(&self) -> impl Iterator<Item = &Route> {
-        self.routes.iter()
+    pub fn iter(&self) -> impl Iterator<Item = &T> {
+        self.routes.iter().map(|(_, route)| route)
+    }
+
+    /// The same table with each route turned into something else.
+    pub fn map<U>(&self, mut f: impl FnMut(&T) -> U) -> RouteTable<U> {
+        RouteTable { routes: self.routes.iter().map(|(pattern, route)| (pattern.clone(), f(route))).collect() }
     }
 }
 
@@ -131,9 +116,9 @@ fn hex_value(b: u8) -> Option<u8> {
 }
 
 /// Decodes the unreserved escapes of one segment; other escapes are kept, in upper case.
-fn decode_segment(segment: &str) -> Result<Cow<'_, str>, ProxyError> {
+fn decode_segment(segment: &str) -> Result<Cow<'_, str>, PathError> {
     if segment.contains('\\') {
-        return Err(ProxyError::BadRequest("a backslash is not allowed in the path".into()));
+        return Err(PathError::Backslash);
     }
     if !segment.contains('%') {
         return Ok(Cow::Borrowed(segment));
@@ -151,11 +136,11 @@ fn decode_segment(segment: &str) -> Result<Cow<'_, str>, ProxyError> {
         let (Some(hi), Some(lo)) =
             (bytes.get(i + 1).copied().and_then(hex_value), bytes.get(i + 2).copied().and_then(hex_value))
         else {
-            return Err(ProxyError::BadRequest("malformed percent-escape in the path".into()));
+            return Err(PathError::MalformedEscape);
         };
         let decoded = hi << 4 | lo;
         if decoded == b'/' || decoded == b'\\' {
-            return Err(ProxyError::BadRequest("an encoded `/` or `\\` is not allowed in the path".into()));
+            return Err(PathError::EncodedSeparator);
         }
         if is_unreserved(decoded) {
             out.push(char::from(decoded));
@@ -170,9 +155,9 @@ fn decode_segment(segment: &str) -> Result<Cow<'_, str>, ProxyError> {
 }
 
 /// Normalises a request path as DESIGN.md step 1 says; borrows when it is already normal.
-pub fn normalise(path: &str) -> Result<Cow<'_, str>, ProxyError> {
+pub fn normalise(path: &str) -> Result<Cow<'_, str>, PathError> {
     if !path.starts_with('/') {
-        return Err(ProxyError::BadRequest("the request target must be a path starting with `/`".into()));
+        return Err(PathError::NotAbsolute);
     }
     // Non-ASCII bytes cannot come from a valid URI; `path` is ASCII-checked by
     // `http::Uri`, and `decode_segment` only ever produces ASCII.
@@ -191,7 +176,7 @@ pub fn normalise(path: &str) -> Result<Cow<'_, str>, ProxyError> {
             "" | "." => trailing_slash = true,
             ".." => {
                 if stack.pop().is_none() {
-                    return Err(ProxyError::BadRequest("the path climbs above `/`".into()));
+                    return Err(PathError::AboveRoot);
                 }
                 trailing_slash = true;
             }
@@ -212,7 +197,6 @@ pub fn normalise(path: &str) -> Result<Cow<'_, str>, ProxyError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::ScopeNames;
 
     fn norm(p: &str) -> Result<String, String> {
         normalise(p).map(|c| c.into_owned()).map_err(|e| e.to_string())
@@ -281,17 +265,9 @@ mod tests {
 
     #[test]
     fn most_specific_route_wins() {
-        let mut names = ScopeNames::default();
-        let scope = names.intern("reporting").unwrap();
-        let route = |p: &str| Route {
-            pattern: p.into(),
-            matcher: PathPattern::parse(p).unwrap(),
-            key: 0,
-            scope,
-            kind: RouteKind::Rest,
-        };
+        let route = |p: &'static str| (PathPattern::parse(p).unwrap(), p);
         let table = RouteTable::new(vec![route("/*"), route("/reports/*"), route("/reports/special")]);
-        let find = |p: &str| table.find(p).map(|r| &*r.pattern);
+        let find = |p: &str| table.find(p).copied();
         assert_eq!(find("/reports/special"), Some("/reports/special"));
         assert_eq!(find("/reports/production"), Some("/reports/*"));
         assert_eq!(find("/reports/"), Some("/reports/*"));

@@ -10,7 +10,7 @@ use super::{Egress, ProxyEnv};
 /// How to reach `upstream`: `configured` (`upstream.proxy`: a URL, or
 /// "none") wins; otherwise the proxy variables, except for a loopback upstream.
 /// On error: the setting or variable to blame, and what is wrong.
-pub(super) fn resolve(
+pub(crate) fn resolve(
     configured: Option<&str>,
     upstream: &Uri,
     loopback: bool,

@@ -11,24 +11,20 @@
 //! seconds as a fallback, and at once when the upstream answers 401; a read
 //! that fails keeps the previous key.
 
+mod store;
 mod watch;
 
 use std::fmt;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::Arc;
 
-use arc_swap::ArcSwapOption;
 use bytes::Bytes;
 use http::HeaderValue;
 use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
-use crate::limit::Limit;
-use crate::policy::ScopeSet;
-
-pub use watch::watch;
+pub use store::{KeySlot, KeyState, KeyStore, Refresh, REJECTED_AFTER};
+pub use watch::{watch, Watched};
 
 /// Where a key is read from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,23 +42,6 @@ impl fmt::Display for KeySource {
             Self::File(path) => write!(f, "file {}", path.display()),
         }
     }
-}
-
-/// One configured key: its source and what it may do.
-#[derive(Debug, Clone)]
-pub struct KeySpec {
-    /// The name in `[keys.NAME]`.
-    pub name: String,
-    /// Where the secret is read from.
-    pub source: KeySource,
-    /// Scopes granted to the key upstream.
-    pub scopes: ScopeSet,
-    /// Limit shared by every client using this key.
-    pub limit: Option<Limit>,
-    /// Index of the budget this key shares, if any.
-    pub budget: Option<usize>,
-    /// Cap on concurrent upstream requests with this key.
-    pub max_in_flight: Option<std::num::NonZeroU32>,
 }
 
 /// Why a key could not be loaded; never contains the key.
@@ -185,220 +164,6 @@ impl LoadedKey {
     }
 }
 
-/// A key's state as `/readyz` reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum KeyState {
-    /// Read and in use.
-    Loaded,
-    /// Never read successfully.
-    Missing,
-    /// Its file is now empty, deleted or unreadable: the previous key is still in use.
-    Stale,
-    /// Refused by the upstream several times in a row.
-    Rejected,
-}
-
-impl KeyState {
-    /// Every state, in the order metrics list them.
-    pub const ALL: [KeyState; 4] = [Self::Loaded, Self::Missing, Self::Stale, Self::Rejected];
-
-    /// The name used on `/readyz` and in metrics.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Loaded => "loaded",
-            Self::Missing => "missing",
-            Self::Stale => "stale",
-            Self::Rejected => "rejected",
-        }
-    }
-}
-
-/// Upstream 401s in a row after which a key is reported `rejected`.
-pub const REJECTED_AFTER: u32 = 3;
-
-/// The current value of one key; swapped whole when the key changes.
-#[derive(Debug)]
-pub struct KeySlot {
-    name: String,
-    source: KeySource,
-    current: ArcSwapOption<LoadedKey>,
-    unauthorized_in_a_row: AtomicU32,
-    /// The last read of the source failed while a previous key stayed in use.
-    stale: AtomicBool,
-    /// A re-read after an upstream 401 is running (one at a time is enough).
-    rereading: AtomicBool,
-}
-
-/// What re-reading a key's source found.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Refresh {
-    /// Same key as before.
-    Unchanged,
-    /// A new key, now in use.
-    Rotated { old: Option<Fingerprint>, new: Fingerprint },
-    /// The source could not be read (or was empty): the previous key stays.
-    Failed(KeyError),
-}
-
-impl KeySlot {
-    /// The key as it is now, if it ever loaded.
-    pub fn current(&self) -> Option<Arc<LoadedKey>> {
-        self.current.load_full()
-    }
-
-    /// The name in `[keys.NAME]`.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// Where the key is read from.
-    pub fn source(&self) -> &KeySource {
-        &self.source
-    }
-
-    /// Loaded, missing, stale, or rejected by the upstream.
-    pub fn state(&self) -> KeyState {
-        if self.current.load().is_none() {
-            KeyState::Missing
-        } else if self.unauthorized_in_a_row.load(Ordering::Acquire) >= REJECTED_AFTER {
-            KeyState::Rejected
-        } else if self.stale.load(Ordering::Acquire) {
-            KeyState::Stale
-        } else {
-            KeyState::Loaded
-        }
-    }
-
-    /// Re-reads the source; swaps the key in when it changed, keeps it when the read fails.
-    ///
-    /// Requests already holding the old key finish with it.
-    pub fn refresh(&self) -> Refresh {
-        let loaded = match LoadedKey::load(&self.name, &self.source) {
-            Ok(loaded) => loaded,
-            Err(e) => {
-                if self.current.load().is_some() {
-                    self.stale.store(true, Ordering::Release);
-                }
-                return Refresh::Failed(e);
-            }
-        };
-        self.stale.store(false, Ordering::Release);
-        let current = self.current.load_full();
-        // The whole key is compared: two keys may share a fingerprint.
-        if current.as_ref().is_some_and(|k| k.expose() == loaded.expose()) {
-            return Refresh::Unchanged;
-        }
-        let old = current.map(|k| k.fingerprint());
-        let new = loaded.fingerprint();
-        self.current.store(Some(Arc::new(loaded)));
-        // A new key has not been refused yet.
-        self.unauthorized_in_a_row.store(0, Ordering::Release);
-        Refresh::Rotated { old, new }
-    }
-
-    /// Records an upstream 401 for this key; returns how many came in a row.
-    pub fn record_unauthorized(&self) -> u32 {
-        self.unauthorized_in_a_row.fetch_add(1, Ordering::AcqRel) + 1
-    }
-
-    /// Records an answer other than 401; returns whether the key was rejected until now.
-    pub fn record_accepted(&self) -> bool {
-        // Cheap when nothing was recorded: one load, no write.
-        self.unauthorized_in_a_row.load(Ordering::Relaxed) != 0
-            && self.unauthorized_in_a_row.swap(0, Ordering::AcqRel) >= REJECTED_AFTER
-    }
-
-    /// Claims the one re-read that an upstream 401 may start; `false` while one runs.
-    pub fn begin_reread(&self) -> bool {
-        !self.rereading.swap(true, Ordering::AcqRel)
-    }
-
-    /// Marks the re-read claimed by `begin_reread` as done.
-    pub fn end_reread(&self) {
-        self.rereading.store(false, Ordering::Release);
-    }
-
-    /// Re-reads the key and logs what changed, as every reload path should.
-    pub fn refresh_and_log(&self, why: &str) -> Refresh {
-        let outcome = self.refresh();
-        match &outcome {
-            Refresh::Unchanged => tracing::debug!(key = %self.name, why, "key unchanged"),
-            Refresh::Rotated { old, new } => tracing::info!(
-                key = %self.name,
-                old_fingerprint = %old.map_or_else(|| "none".to_owned(), |f| f.to_string()),
-                new_fingerprint = %new,
-                why,
-                "key changed: new requests use the new key"
-            ),
-            Refresh::Failed(e) => tracing::error!(key = %self.name, why, "{e}; keeping the previous key"),
-        }
-        outcome
-    }
-}
-
-/// Every key of the running config, indexed like `Settings::keys`.
-#[derive(Debug)]
-pub struct KeyStore {
-    slots: Vec<KeySlot>,
-}
-
-impl KeyStore {
-    /// Loads every key; the errors of all keys that failed.
-    ///
-    /// A key whose value is the same as in `previous` (under the same name)
-    /// keeps what the upstream said of it: a key it rejected stays rejected.
-    pub fn load(specs: &[KeySpec], previous: Option<&KeyStore>) -> Result<Self, Vec<KeyError>> {
-        let mut slots = Vec::with_capacity(specs.len());
-        let mut errors = Vec::new();
-        for spec in specs {
-            let current = match LoadedKey::load(&spec.name, &spec.source) {
-                Ok(key) => Some(Arc::new(key)),
-                Err(e) => {
-                    errors.push(e);
-                    None
-                }
-            };
-            let same_key = |old: &&KeySlot| {
-                old.name == spec.name
-                    && old.current().zip(current.as_ref()).is_some_and(|(old, new)| old.expose() == new.expose())
-            };
-            let refused = previous
-                .and_then(|p| p.slots.iter().find(same_key))
-                .map_or(0, |old| old.unauthorized_in_a_row.load(Ordering::Acquire));
-            slots.push(KeySlot {
-                name: spec.name.clone(),
-                source: spec.source.clone(),
-                current: ArcSwapOption::new(current),
-                unauthorized_in_a_row: AtomicU32::new(refused),
-                stale: AtomicBool::new(false),
-                rereading: AtomicBool::new(false),
-            });
-        }
-        if errors.is_empty() {
-            Ok(Self { slots })
-        } else {
-            Err(errors)
-        }
-    }
-
-    /// The slot for key index `id`.
-    pub fn slot(&self, id: usize) -> Option<&KeySlot> {
-        self.slots.get(id)
-    }
-
-    /// Every slot, in config order.
-    pub fn iter(&self) -> impl Iterator<Item = &KeySlot> {
-        self.slots.iter()
-    }
-
-    /// Re-reads every file key (env keys only change with a restart).
-    pub fn refresh_files(&self, why: &str) {
-        for slot in self.slots.iter().filter(|s| matches!(s.source, KeySource::File(_))) {
-            slot.refresh_and_log(why);
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -431,15 +196,12 @@ mod tests {
         assert!(err.to_string().contains("absent"), "{err}");
     }
 
-    fn spec(path: &std::path::Path) -> KeySpec {
-        KeySpec {
-            name: "k".into(),
-            source: KeySource::File(path.to_owned()),
-            scopes: ScopeSet::default(),
-            limit: None,
-            budget: None,
-            max_in_flight: None,
-        }
+    fn spec(path: &std::path::Path) -> (&'static str, KeySource) {
+        ("k", KeySource::File(path.to_owned()))
+    }
+
+    fn load(spec: &(&'static str, KeySource), previous: Option<&KeyStore>) -> KeyStore {
+        KeyStore::load([(spec.0, &spec.1)], previous).unwrap()
     }
 
     #[test]
@@ -447,7 +209,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("key");
         std::fs::write(&path, "abc").unwrap();
-        let store = KeyStore::load(&[spec(&path)], None).unwrap();
+        let store = load(&spec(&path), None);
         let slot = store.slot(0).unwrap();
         assert_eq!(slot.state(), KeyState::Loaded);
         std::fs::remove_file(&path).unwrap();
@@ -464,15 +226,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("key");
         std::fs::write(&path, "abc").unwrap();
-        let first = KeyStore::load(&[spec(&path)], None).unwrap();
+        let first = load(&spec(&path), None);
         for _ in 0..REJECTED_AFTER {
             first.slot(0).unwrap().record_unauthorized();
         }
         assert_eq!(first.slot(0).unwrap().state(), KeyState::Rejected);
-        let same = KeyStore::load(&[spec(&path)], Some(&first)).unwrap();
+        let same = load(&spec(&path), Some(&first));
         assert_eq!(same.slot(0).unwrap().state(), KeyState::Rejected);
         std::fs::write(&path, "new").unwrap();
-        let rotated = KeyStore::load(&[spec(&path)], Some(&same)).unwrap();
+        let rotated = load(&spec(&path), Some(&same));
         assert_eq!(rotated.slot(0).unwrap().state(), KeyState::Loaded, "a new key has not been refused yet");
     }
 

@@ -6,6 +6,9 @@
 //! replace files by renaming over them; neither shows up as a write to the
 //! file's old inode. Any event in a watched directory re-reads every file key,
 //! which costs a few small reads.
+//!
+//! The watcher knows nothing of the running proxy: it asks a callback what to
+//! watch (so it follows reloads) and calls another to re-read.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -15,30 +18,28 @@ use std::time::Duration;
 use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 
-use super::KeySource;
-use crate::state::Gate;
-
-/// The current config's key files.
-fn key_files(gate: &Gate) -> BTreeSet<PathBuf> {
-    gate.runtime()
-        .keys
-        .iter()
-        .filter_map(|slot| match slot.source() {
-            KeySource::File(path) => Some(path.clone()),
-            KeySource::Env(_) => None,
-        })
-        .collect()
+/// What to watch: the current config's key files and how.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Watched {
+    /// Re-read at least this often.
+    pub poll: Duration,
+    /// Also re-read as soon as a key file's directory changes.
+    pub events: bool,
+    /// The key files.
+    pub files: BTreeSet<PathBuf>,
 }
 
-/// Directories holding the current config's file keys.
-fn directories(gate: &Gate) -> BTreeSet<PathBuf> {
-    key_files(gate)
-        .iter()
-        .map(|path| match path.parent() {
-            Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
-            _ => PathBuf::from("."),
-        })
-        .collect()
+impl Watched {
+    /// Directories holding the key files.
+    fn directories(&self) -> BTreeSet<PathBuf> {
+        self.files
+            .iter()
+            .map(|path| match path.parent() {
+                Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+                _ => PathBuf::from("."),
+            })
+            .collect()
+    }
 }
 
 /// Whether a change to `path` can change a key: the key file itself, or a
@@ -51,12 +52,8 @@ fn concerns_a_key(path: &Path, keys: &BTreeSet<PathBuf>) -> bool {
     name.as_encoded_bytes().starts_with(b"..") || keys.iter().any(|k| k.file_name() == Some(name))
 }
 
-fn start_watcher(
-    gate: &Gate,
-    dirs: &BTreeSet<PathBuf>,
-    events: mpsc::UnboundedSender<()>,
-) -> Option<RecommendedWatcher> {
-    let keys = key_files(gate);
+fn start_watcher(watched: &Watched, events: mpsc::UnboundedSender<()>) -> Option<RecommendedWatcher> {
+    let keys = watched.files.clone();
     let mut watcher = match notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         // Reading a key is itself an event (open, access, close): reacting to
         // those would re-read for ever. An error may mean missed events:
@@ -74,44 +71,27 @@ fn start_watcher(
             return None;
         }
     };
-    for dir in dirs {
-        if let Err(e) = watcher.watch(Path::new(dir), RecursiveMode::NonRecursive) {
+    for dir in watched.directories() {
+        if let Err(e) = watcher.watch(Path::new(&dir), RecursiveMode::NonRecursive) {
             tracing::warn!(dir = %dir.display(), error = %e, "cannot watch this key directory; re-reading it periodically");
         }
     }
     Some(watcher)
 }
 
-/// What the watcher follows from the current config: re-read when it changes.
-#[derive(PartialEq, Eq)]
-struct Watched {
-    poll: Duration,
-    events: bool,
-    dirs: BTreeSet<PathBuf>,
-    files: BTreeSet<PathBuf>,
-}
-
-impl Watched {
-    fn of(gate: &Gate) -> Self {
-        let runtime = gate.runtime();
-        let server = &runtime.settings.server;
-        Self {
-            poll: server.key_poll_interval,
-            events: server.watch_key_files,
-            dirs: directories(gate),
-            files: key_files(gate),
-        }
-    }
-}
-
-/// Watches the file keys of `gate`'s current config until the task is
-/// aborted, following reloads (key files, `key_poll_interval`,
-/// `watch_key_files`); without events, only polls.
-pub fn watch(gate: Arc<Gate>) -> tokio::task::JoinHandle<()> {
+/// Watches what `current` says (asked again after every re-read, so reloads
+/// are followed) and calls `refresh` with the reason, on the blocking pool
+/// (file reads block; a stuck network mount must not stall a worker thread),
+/// until the task is aborted.
+pub fn watch(
+    current: impl Fn() -> Watched + Send + 'static,
+    refresh: impl Fn(&'static str) + Send + Sync + 'static,
+) -> tokio::task::JoinHandle<()> {
+    let refresh = Arc::new(refresh);
     tokio::spawn(async move {
         let (tx, mut rx) = mpsc::unbounded_channel();
-        let mut watched = Watched::of(&gate);
-        let mut watcher = if watched.events { start_watcher(&gate, &watched.dirs, tx.clone()) } else { None };
+        let mut watched = current();
+        let mut watcher = if watched.events { start_watcher(&watched, tx.clone()) } else { None };
         loop {
             let why = tokio::select! {
                 Some(()) = rx.recv() => {
@@ -123,14 +103,12 @@ pub fn watch(gate: Arc<Gate>) -> tokio::task::JoinHandle<()> {
                 }
                 () = tokio::time::sleep(watched.poll) => "periodic re-read",
             };
-            let runtime = gate.runtime();
-            // File reads block; a stuck network mount must not stall a worker thread.
-            let _ = tokio::task::spawn_blocking(move || runtime.keys.refresh_files(why)).await;
-            // After a reload the files, the interval or the watching may differ.
-            let now = Watched::of(&gate);
+            let refresh = Arc::clone(&refresh);
+            let _ = tokio::task::spawn_blocking(move || refresh(why)).await;
+            let now = current();
             if now != watched {
                 drop(watcher.take());
-                watcher = if now.events { start_watcher(&gate, &now.dirs, tx.clone()) } else { None };
+                watcher = if now.events { start_watcher(&now, tx.clone()) } else { None };
                 watched = now;
             }
         }

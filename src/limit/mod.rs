@@ -1,219 +1,76 @@
 //! Rate limits: step 4 of the request path, after the scope check and before
 //! forwarding. A request passes, in order: the cool-down of its key and
 //! budget (after an upstream 429), the key's in-flight cap, then the client,
-//! key and budget GCRA limits, and is charged only if it passes them all.
-//!
-//! Limits are specified as governor `Quota`s and read governor's clocks (so
-//! tests fake time), but the GCRA cells are ours: governor charges a limiter
-//! the moment it admits, and has no way to test several limiters and charge
-//! them only together, nor to give a charge back when the shared Redis
-//! limiter (`shared`) refuses after the local ones passed.
+//! key and budget GCRA limits (`gcra`), and is charged only if it passes
+//! them all.
 //!
 //! With `[limits] redis` set, every limit is also enforced across replicas
 //! (`admit_shared`), after the local check: local limits are never looser,
 //! so they refuse cheaply first.
+//!
+//! The limiters read the time from a clock given as a type parameter
+//! (governor's `Clock`): quanta's monotonic clock in the proxy, a fake one
+//! in tests, as linkerd2-proxy's rate limiter does.
 
-use std::fmt;
-use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
-
-use governor::clock::{Clock, FakeRelativeClock, QuantaClock, QuantaInstant, Reference};
-use governor::Quota;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-
-use crate::config::Settings;
-use crate::error::ProxyError;
-
+mod gcra;
 mod shared;
 
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use governor::clock::{Clock, QuantaClock, Reference};
+use http::{header, HeaderMap};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use gcra::{nanos, Named};
+pub use gcra::{Limit, Per};
 pub use shared::SharedSettings;
 use shared::{Cell, SharedLimiter, Verdict};
 
-/// The period a limit's count refers to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Per {
-    /// `per_second`.
-    Second,
-    /// `per_minute`.
-    Minute,
+/// Which kind of limit refused a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LimitKind {
+    /// A client's own limit.
+    Client,
+    /// A key's limit, shared by every client using it.
+    Key,
+    /// A budget shared by several keys.
+    Budget,
+    /// The cool-down after an upstream 429.
+    Cooldown,
+    /// A key's `max_in_flight`.
+    InFlight,
+    /// A limit enforced across replicas (Redis).
+    Shared,
 }
 
-/// A validated GCRA limit: `count` requests per period, bursts up to `burst`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limit {
-    /// Requests allowed per period on average.
-    pub count: NonZeroU32,
-    /// The period.
-    pub per: Per,
-    /// Requests allowed back to back.
-    pub burst: NonZeroU32,
-}
-
-impl Limit {
-    /// The limit as a governor quota.
-    pub fn quota(&self) -> Quota {
-        let quota = match self.per {
-            Per::Second => Quota::per_second(self.count),
-            Per::Minute => Quota::per_minute(self.count),
-        };
-        quota.allow_burst(self.burst)
-    }
-}
-
-impl fmt::Display for Limit {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let per = match self.per {
-            Per::Second => "s",
-            Per::Minute => "min",
-        };
-        write!(f, "{}/{per} burst {}", self.count, self.burst)
-    }
-}
-
-/// Where limiters read the time: the real monotonic clock, or a fake one in tests.
-#[derive(Debug, Clone)]
-pub enum LimitClock {
-    /// quanta's monotonic clock, counted from when the limiters were first built.
-    Real(QuantaClock, QuantaInstant),
-    /// A clock that only moves when a test advances it.
-    Fake(FakeRelativeClock),
-}
-
-impl LimitClock {
-    /// The real clock.
-    pub fn real() -> Self {
-        let clock = QuantaClock::default();
-        let start = clock.now();
-        Self::Real(clock, start)
-    }
-
-    fn now_ns(&self) -> u64 {
+impl LimitKind {
+    /// The name in metrics and messages.
+    pub fn as_str(self) -> &'static str {
         match self {
-            Self::Real(clock, start) => clock.now().duration_since(*start).as_u64(),
-            Self::Fake(clock) => clock.now().as_u64(),
+            Self::Client => "client",
+            Self::Key => "key",
+            Self::Budget => "budget",
+            Self::Cooldown => "cooldown",
+            Self::InFlight => "in_flight",
+            Self::Shared => "shared",
         }
     }
-}
-
-fn nanos(d: Duration) -> u64 {
-    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
-}
-
-/// One GCRA cell: the theoretical arrival time of the next request.
-#[derive(Debug)]
-pub struct Gcra {
-    limit: Limit,
-    interval: u64,
-    tolerance: u64,
-    tat: Mutex<u64>,
-}
-
-impl Gcra {
-    fn new(limit: Limit) -> Self {
-        let quota = limit.quota();
-        let interval = nanos(quota.replenish_interval());
-        Self { limit, interval, tolerance: interval * u64::from(quota.burst_size().get() - 1), tat: Mutex::new(0) }
-    }
-
-    fn lock(&self) -> MutexGuard<'_, u64> {
-        // A poisoned cell only means another request panicked mid-update of
-        // a plain integer; the value is still usable.
-        self.tat.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// The new TAT if a request at `now` conforms, else how long to wait.
-    fn test(&self, tat: u64, now: u64) -> Result<u64, u64> {
-        let tat = tat.max(now);
-        let ahead = tat - now;
-        if ahead > self.tolerance {
-            Err(ahead - self.tolerance)
-        } else {
-            Ok(tat + self.interval)
-        }
-    }
-}
-
-/// A named limit: its local cell and its key in the shared limiter.
-#[derive(Debug)]
-struct Named {
-    kind: &'static str,
-    name: String,
-    gcra: Arc<Gcra>,
-    shared_key: String,
-}
-
-impl Named {
-    fn new(kind: &'static str, name: &str, limit: Limit, old: Option<&Named>, prefix: &str) -> Self {
-        let gcra = match old {
-            Some(o) if o.gcra.limit == limit => Arc::clone(&o.gcra),
-            _ => Arc::new(Gcra::new(limit)),
-        };
-        // The spec is part of the key, so a changed limit starts fresh everywhere.
-        let spec = format!("{}{}{}", limit.count, if limit.per == Per::Second { "s" } else { "m" }, limit.burst);
-        let shared_key = format!("{prefix}:{{limits}}:{kind}:{name}:{spec}");
-        Self { kind, name: name.to_owned(), gcra, shared_key }
-    }
-
-    fn describe(&self) -> String {
-        format!("{} `{}` ({})", self.kind, self.name, self.gcra.limit)
-    }
-}
-
-/// A key's or budget's upstream-429 cool-down: requests wait until it ends.
-#[derive(Debug, Default)]
-pub struct Cooldown {
-    until: AtomicU64,
 }
 
 /// Why a request was refused, for the 429 and the metrics.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal {
-    /// Which kind of limit: `client`, `key`, `budget`, `cooldown`, `in_flight`, `shared`.
-    pub kind: &'static str,
+    /// Which kind of limit.
+    pub kind: LimitKind,
     /// The limit's name in the config (client, key or budget name).
     pub name: String,
     /// The limit as the caller is told, e.g. "client `dashboard` (2/s burst 5)".
     pub limit: String,
     /// How long until a retry can pass.
     pub retry_after: Duration,
-}
-
-impl From<Refusal> for ProxyError {
-    fn from(r: Refusal) -> Self {
-        // Whole seconds, rounded up, at least 1: a client that retries after
-        // `Retry-After` must not be refused again.
-        let secs = r.retry_after.as_secs() + u64::from(r.retry_after.subsec_nanos() > 0);
-        ProxyError::RateLimited { limit: r.limit, retry_after_secs: secs.max(1) }
-    }
-}
-
-#[derive(Debug)]
-struct KeyLimits {
-    name: String,
-    rate: Option<Named>,
-    budget: Option<usize>,
-    in_flight: Option<(u32, Arc<Semaphore>)>,
-    cooldown: Arc<Cooldown>,
-}
-
-#[derive(Debug)]
-struct BudgetLimits {
-    rate: Named,
-    cooldown: Arc<Cooldown>,
-}
-
-/// Every limiter of one configuration, indexed like `Settings` clients, keys and budgets.
-#[derive(Debug)]
-pub struct Limiters {
-    clock: LimitClock,
-    max_cooldown: Duration,
-    clients: Vec<(Arc<str>, Option<Named>)>,
-    keys: Vec<KeyLimits>,
-    budgets: Vec<BudgetLimits>,
-    shared: Option<Arc<SharedLimiter>>,
-    last_unavailable_log: AtomicU64,
 }
 
 /// How the shared limiter let a request through.
@@ -234,38 +91,125 @@ pub enum SharedRefusal {
     Unavailable,
 }
 
-/// What an admitted request holds until its response is done.
+/// What the limiters are built from: the config's clients, keys and budgets,
+/// in the order requests refer to them.
+#[derive(Debug, Clone, Default)]
+pub struct LimitSpecs<'a> {
+    /// Each client's name and limit.
+    pub clients: Vec<(&'a str, Option<Limit>)>,
+    /// Each key's limits.
+    pub keys: Vec<KeyLimitSpec<'a>>,
+    /// Each budget's name and limit.
+    pub budgets: Vec<(&'a str, Limit)>,
+    /// The limiter shared through Redis, if any.
+    pub shared: Option<&'a SharedSettings>,
+    /// Cap on an upstream 429's cool-down.
+    pub max_cooldown: Duration,
+}
+
+/// One key's limits.
+#[derive(Debug, Clone)]
+pub struct KeyLimitSpec<'a> {
+    /// The key's name.
+    pub name: &'a str,
+    /// Its own limit.
+    pub limit: Option<Limit>,
+    /// Index of the budget it shares.
+    pub budget: Option<usize>,
+    /// Cap on its concurrent upstream requests.
+    pub max_in_flight: Option<NonZeroU32>,
+}
+
+/// A key's or budget's upstream-429 cool-down: requests wait until it ends.
+#[derive(Debug, Default)]
+struct Cooldown {
+    until: AtomicU64,
+}
+
+#[derive(Debug)]
+struct KeyLimits {
+    name: String,
+    rate: Option<Named>,
+    budget: Option<usize>,
+    in_flight: Option<(u32, Arc<Semaphore>)>,
+    cooldown: Arc<Cooldown>,
+}
+
+#[derive(Debug)]
+struct BudgetLimits {
+    rate: Named,
+    cooldown: Arc<Cooldown>,
+}
+
+/// What an admitted request holds until its upstream exchange is done.
 #[derive(Debug)]
 pub struct Admission {
     _in_flight: Option<OwnedSemaphorePermit>,
 }
 
+/// Every limiter of one configuration, indexed like its clients, keys and budgets.
+pub struct Limiters<C: Clock = QuantaClock> {
+    clock: C,
+    start: C::Instant,
+    max_cooldown: Duration,
+    clients: Vec<(String, Option<Named>)>,
+    keys: Vec<KeyLimits>,
+    budgets: Vec<BudgetLimits>,
+    shared: Option<Arc<SharedLimiter>>,
+    last_unavailable_log: AtomicU64,
+}
+
+impl<C: Clock> std::fmt::Debug for Limiters<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Limiters").field("clients", &self.clients.len()).field("keys", &self.keys.len()).finish()
+    }
+}
+
 impl Limiters {
-    /// Builds the limiters of `settings`, keeping the state of every limit
-    /// that `previous` had under the same name and specification.
-    pub fn new(settings: &Settings, previous: Option<&Limiters>, clock: LimitClock) -> Self {
-        let prefix = settings.shared.as_ref().map_or("mmgate", |s| s.prefix.as_str());
-        let clients = settings
+    /// Limiters on the real clock, keeping the state of every limit that
+    /// `previous` had under the same name and specification.
+    pub fn new(specs: &LimitSpecs<'_>, previous: Option<&Limiters>) -> Self {
+        match previous {
+            Some(p) => Self::build(specs, Some(p), p.clock.clone(), p.start),
+            None => {
+                let clock = QuantaClock::default();
+                let start = clock.now();
+                Self::build(specs, None, clock, start)
+            }
+        }
+    }
+}
+
+impl<C: Clock> Limiters<C> {
+    /// Limiters reading `clock` (tests give a fake one).
+    pub fn with_clock(specs: &LimitSpecs<'_>, previous: Option<&Limiters<C>>, clock: C) -> Self {
+        let start = previous.map_or_else(|| clock.now(), |p| p.start);
+        Self::build(specs, previous, clock, start)
+    }
+
+    fn build(specs: &LimitSpecs<'_>, previous: Option<&Limiters<C>>, clock: C, start: C::Instant) -> Self {
+        let prefix = specs.shared.map_or("mmgate", |s| s.prefix.as_str());
+        let clients = specs
             .clients
             .iter()
-            .map(|c| {
+            .map(|&(name, limit)| {
                 let old =
-                    previous.and_then(|p| p.clients.iter().find(|(n, _)| *n == c.name)).and_then(|(_, g)| g.as_ref());
-                (c.name.clone(), c.limit.map(|l| Named::new("client", &c.name, l, old, prefix)))
+                    previous.and_then(|p| p.clients.iter().find(|(n, _)| n == name)).and_then(|(_, g)| g.as_ref());
+                (name.to_owned(), limit.map(|l| Named::new(LimitKind::Client, name, l, old, prefix)))
             })
             .collect();
-        let budgets = settings
+        let budgets = specs
             .budgets
             .iter()
-            .map(|b| {
-                let old = previous.and_then(|p| p.budgets.iter().find(|x| x.rate.name == b.name));
+            .map(|&(name, limit)| {
+                let old = previous.and_then(|p| p.budgets.iter().find(|x| x.rate.name == name));
                 BudgetLimits {
-                    rate: Named::new("budget", &b.name, b.limit, old.map(|o| &o.rate), prefix),
+                    rate: Named::new(LimitKind::Budget, name, limit, old.map(|o| &o.rate), prefix),
                     cooldown: old.map_or_else(Default::default, |o| Arc::clone(&o.cooldown)),
                 }
             })
             .collect();
-        let keys = settings
+        let keys = specs
             .keys
             .iter()
             .map(|k| {
@@ -274,29 +218,34 @@ impl Limiters {
                     Some((n, sem)) if *n == max.get() => (*n, Arc::clone(sem)),
                     _ => (max.get(), Arc::new(Semaphore::new(max.get() as usize))),
                 });
+                let old_rate = old.and_then(|o| o.rate.as_ref());
                 KeyLimits {
-                    name: k.name.clone(),
-                    rate: k.limit.map(|l| Named::new("key", &k.name, l, old.and_then(|o| o.rate.as_ref()), prefix)),
+                    name: k.name.to_owned(),
+                    rate: k.limit.map(|l| Named::new(LimitKind::Key, k.name, l, old_rate, prefix)),
                     budget: k.budget,
                     in_flight,
                     cooldown: old.map_or_else(Default::default, |o| Arc::clone(&o.cooldown)),
                 }
             })
             .collect();
-        let shared = settings.shared.as_ref().map(|wanted| match previous.and_then(|p| p.shared.as_ref()) {
+        let shared = specs.shared.map(|wanted| match previous.and_then(|p| p.shared.as_ref()) {
             Some(running) if running.settings() == wanted => Arc::clone(running),
             _ => Arc::new(SharedLimiter::start(wanted.clone())),
         });
-        let clock = previous.map_or(clock, |p| p.clock.clone());
         Self {
             clock,
-            max_cooldown: settings.upstream.max_cooldown,
+            start,
+            max_cooldown: specs.max_cooldown,
             clients,
             keys,
             budgets,
             shared,
             last_unavailable_log: AtomicU64::new(0),
         }
+    }
+
+    fn now_ns(&self) -> u64 {
+        self.clock.now().duration_since(self.start).as_u64()
     }
 
     /// The rate limits that apply to `client` on `key`, in locking order.
@@ -308,7 +257,7 @@ impl Limiters {
 
     /// Admits a request of client `client` on key `key`, or says which limit refused it.
     pub fn admit(&self, client: usize, key: usize) -> Result<Admission, Refusal> {
-        let now = self.clock.now_ns();
+        let now = self.now_ns();
         let Some(k) = self.keys.get(key) else {
             return Ok(Admission { _in_flight: None });
         };
@@ -318,7 +267,7 @@ impl Limiters {
             let until = cooldown.until.load(Ordering::Acquire);
             if until > now {
                 return Err(Refusal {
-                    kind: "cooldown",
+                    kind: LimitKind::Cooldown,
                     name: name.to_owned(),
                     limit: format!("upstream cool-down of `{name}`"),
                     retry_after: Duration::from_nanos(until - now),
@@ -328,7 +277,7 @@ impl Limiters {
         let permit = match &k.in_flight {
             None => None,
             Some((max, semaphore)) => Some(Arc::clone(semaphore).try_acquire_owned().map_err(|_| Refusal {
-                kind: "in_flight",
+                kind: LimitKind::InFlight,
                 name: k.name.clone(),
                 limit: format!("key `{}` max_in_flight {max}", k.name),
                 retry_after: Duration::from_secs(1),
@@ -389,7 +338,7 @@ impl Limiters {
                 self.refund(client, k);
                 let (name, limit) = named.get(index).map_or_else(Default::default, |n| (n.name.clone(), n.describe()));
                 Err(SharedRefusal::Limit(Refusal {
-                    kind: "shared",
+                    kind: LimitKind::Shared,
                     name,
                     limit: format!("{limit} across replicas"),
                     retry_after: wait,
@@ -409,7 +358,7 @@ impl Limiters {
 
     /// Logs an unreachable Redis at most once every 10 s.
     fn log_unavailable(&self, settings: &SharedSettings) {
-        let now = self.clock.now_ns();
+        let now = self.now_ns();
         let last = self.last_unavailable_log.load(Ordering::Relaxed);
         let every = nanos(Duration::from_secs(10));
         if (last == 0 || now.saturating_sub(last) >= every)
@@ -426,7 +375,7 @@ impl Limiters {
     pub fn cool_down(&self, key: usize, retry_after: Option<Duration>) -> Option<Duration> {
         let k = self.keys.get(key)?;
         let wait = retry_after.unwrap_or(Duration::from_secs(1)).min(self.max_cooldown);
-        let now = self.clock.now_ns();
+        let now = self.now_ns();
         let until = now.saturating_add(nanos(wait));
         let budget = k.budget.and_then(|b| self.budgets.get(b)).map(|b| &b.cooldown);
         let before = k.cooldown.until.fetch_max(until, Ordering::AcqRel);
@@ -434,6 +383,24 @@ impl Limiters {
             b.until.fetch_max(until, Ordering::AcqRel);
         }
         (before <= now).then_some(wait)
+    }
+
+    /// An upstream 429 for `key`: its `Retry-After` (seconds or HTTP date, 1 s
+    /// when absent) starts a cool-down of the key and its budget, so that
+    /// nobody else's request hits the upstream meanwhile.
+    pub fn upstream_throttled(&self, key: usize, headers: &HeaderMap) {
+        let retry_after = headers
+            .get(header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| parse_retry_after(v, std::time::SystemTime::now()));
+        if let Some(cooldown) = self.cool_down(key, retry_after) {
+            let name = self.keys.get(key).map_or("?", |k| k.name.as_str());
+            tracing::warn!(
+                key = name,
+                cooldown_secs = cooldown.as_secs_f64(),
+                "upstream answered 429: cooling down this key"
+            );
+        }
     }
 }
 
@@ -448,146 +415,4 @@ pub fn parse_retry_after(value: &str, now: std::time::SystemTime) -> Option<Dura
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn settings(client_limit: &str) -> Settings {
-        Settings::from_toml(&format!(
-            r#"
-[keys.a]
-env = "X"
-scopes = ["reporting"]
-limit = {{ per_second = 1, burst = 2 }}
-budget = "shared"
-[keys.b]
-env = "Y"
-scopes = ["reporting"]
-budget = "shared"
-max_in_flight = 1
-[budgets.shared]
-limit = {{ per_minute = 60, burst = 3 }}
-[[routes]]
-path = "/a/*"
-key = "a"
-scope = "reporting"
-[[routes]]
-path = "/b/*"
-key = "b"
-scope = "reporting"
-[clients.c]
-anonymous = true
-scopes = ["reporting"]
-{client_limit}
-"#
-        ))
-        .unwrap()
-    }
-
-    fn fake() -> (FakeRelativeClock, LimitClock) {
-        let clock = FakeRelativeClock::default();
-        (clock.clone(), LimitClock::Fake(clock))
-    }
-
-    #[test]
-    fn bursts_then_refuses_with_the_wait() {
-        let (clock, lc) = fake();
-        let limiters = Limiters::new(&settings(""), None, lc);
-        assert!(limiters.admit(0, 0).is_ok());
-        assert!(limiters.admit(0, 0).is_ok());
-        let r = limiters.admit(0, 0).unwrap_err();
-        assert_eq!(r.kind, "key");
-        assert_eq!(r.retry_after, Duration::from_secs(1));
-        clock.advance(Duration::from_millis(1000));
-        assert!(limiters.admit(0, 0).is_ok());
-    }
-
-    #[test]
-    fn a_refusal_by_a_later_limit_charges_nothing_earlier() {
-        let (clock, lc) = fake();
-        // Client: 1/s burst 5. Budget (via key b): 1/s burst 3.
-        let limiters = Limiters::new(&settings("limit = { per_second = 1, burst = 5 }"), None, lc);
-        for _ in 0..3 {
-            limiters.admit(0, 1).unwrap();
-        }
-        for _ in 0..10 {
-            assert_eq!(limiters.admit(0, 1).unwrap_err().kind, "budget");
-        }
-        clock.advance(Duration::from_secs(3));
-        // Had the ten refusals charged the client, it would now be 10 s ahead.
-        for _ in 0..3 {
-            limiters.admit(0, 1).unwrap();
-        }
-        assert_eq!(limiters.admit(0, 1).unwrap_err().kind, "budget");
-    }
-
-    #[test]
-    fn in_flight_cap_refuses_until_released() {
-        let (_clock, lc) = fake();
-        let limiters = Limiters::new(&settings(""), None, lc);
-        let first = limiters.admit(0, 1).unwrap();
-        assert_eq!(limiters.admit(0, 1).unwrap_err().kind, "in_flight");
-        drop(first);
-        assert!(limiters.admit(0, 1).is_ok());
-    }
-
-    #[test]
-    fn cooldowns_cover_the_key_and_its_budget_and_end() {
-        let (clock, lc) = fake();
-        let limiters = Limiters::new(&settings(""), None, lc);
-        assert_eq!(limiters.cool_down(0, Some(Duration::from_secs(2))), Some(Duration::from_secs(2)));
-        assert_eq!(limiters.cool_down(0, Some(Duration::from_secs(2))), None, "already cooling down");
-        let r = limiters.admit(0, 0).unwrap_err();
-        assert_eq!(r.kind, "cooldown");
-        assert_eq!(ProxyError::from(r).to_string(), "rate limit `upstream cool-down of `a`` exceeded; retry in 2 s");
-        assert_eq!(limiters.admit(0, 1).unwrap_err().kind, "cooldown", "key b shares the budget");
-        clock.advance(Duration::from_secs(2));
-        assert!(limiters.admit(0, 0).is_ok());
-        // Capped by max_cooldown (60 s by default).
-        assert_eq!(limiters.cool_down(0, Some(Duration::from_secs(3600))), Some(Duration::from_secs(60)));
-    }
-
-    #[test]
-    fn reload_keeps_state_of_unchanged_limits_only() {
-        let (_clock, lc) = fake();
-        let first = Limiters::new(&settings(""), None, lc.clone());
-        assert!(first.admit(0, 0).is_ok());
-        assert!(first.admit(0, 0).is_ok());
-        let same = Limiters::new(&settings(""), Some(&first), lc.clone());
-        assert_eq!(same.admit(0, 0).unwrap_err().kind, "key", "state carried over");
-        let changed = settings("").keys.clone();
-        let mut s = settings("");
-        s.keys = changed;
-        s.keys[0].limit = Some(Limit { count: NonZeroU32::MIN, per: Per::Second, burst: NonZeroU32::new(5).unwrap() });
-        let new = Limiters::new(&s, Some(&first), lc);
-        assert!(new.admit(0, 0).is_ok(), "a changed limit starts fresh");
-    }
-
-    #[test]
-    fn retry_after_in_seconds_or_http_date() {
-        let now = std::time::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
-        assert_eq!(parse_retry_after("7", now), Some(Duration::from_secs(7)));
-        let later = httpdate::fmt_http_date(now + Duration::from_secs(30));
-        assert_eq!(parse_retry_after(&later, now), Some(Duration::from_secs(30)));
-        let past = httpdate::fmt_http_date(now - Duration::from_secs(30));
-        assert_eq!(parse_retry_after(&past, now), Some(Duration::ZERO));
-        assert_eq!(parse_retry_after("soon", now), None);
-    }
-
-    #[test]
-    fn retry_after_rounds_up_to_whole_seconds() {
-        let r = |ms| {
-            ProxyError::from(Refusal {
-                kind: "key",
-                name: "k".into(),
-                limit: "k".into(),
-                retry_after: Duration::from_millis(ms),
-            })
-        };
-        for (ms, secs) in [(1, 1), (999, 1), (1000, 1), (1001, 2), (0, 1)] {
-            match r(ms) {
-                ProxyError::RateLimited { retry_after_secs, .. } => assert_eq!(retry_after_secs, secs, "{ms} ms"),
-                other => panic!("{other:?}"),
-            }
-        }
-    }
-}
+mod tests;

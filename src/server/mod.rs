@@ -33,7 +33,7 @@ pub use listen::{Bound, Listener};
 
 use crate::client::Peer;
 use crate::conn::Activity;
-use crate::state::Gate;
+use crate::gate::Gate;
 use crate::{admin, keys, proxy};
 
 /// Admin connections served at once; more wait in the backlog.
@@ -50,7 +50,7 @@ impl Server {
     /// Binds the proxy and admin addresses of the gate's current config.
     pub async fn bind(gate: Arc<Gate>) -> io::Result<Self> {
         let runtime = gate.runtime();
-        let server = &runtime.settings.server;
+        let server = &runtime.settings().server();
         let bind =
             |addr| Bound::bind(addr).map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")));
         let proxy = bind(&server.listen)?;
@@ -71,7 +71,11 @@ impl Server {
     /// Serves until `shutdown` resolves, then drains as DESIGN.md's shutdown says.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) {
         let Self { gate, proxy, admin } = self;
-        let key_watcher = keys::watch(Arc::clone(&gate));
+        let (watched, refreshed) = (Arc::clone(&gate), Arc::clone(&gate));
+        let key_watcher = keys::watch(
+            move || watched.runtime().watched_keys(),
+            move |why| refreshed.runtime().keys().refresh_files(why),
+        );
         let admin = AdminThread::start(admin, Arc::clone(&gate));
         let proxy = match proxy.into_tokio() {
             Ok(listener) => listener,
@@ -97,7 +101,7 @@ impl Server {
 
         crate::notify::stopping();
         // Read now: a reload may have changed it since start.
-        let grace = gate.runtime().settings.server.shutdown_grace;
+        let grace = gate.runtime().settings().server().shutdown_grace;
         let in_flight = gate.in_flight();
         tracing::info!(in_flight, grace_secs = grace.as_secs_f64(), "shutting down: listener closed, draining");
         let _ = stop.send(true);
@@ -159,9 +163,9 @@ async fn accept_proxy(
     stop: impl Future<Output = ()> + Send,
 ) {
     tokio::pin!(stop);
-    let mut budget = Budget::new(gate.runtime().settings.server.max_connections);
+    let mut budget = Budget::new(gate.runtime().settings().server().max_connections);
     loop {
-        let wanted = gate.runtime().settings.server.max_connections;
+        let wanted = gate.runtime().settings().server().max_connections;
         let permit = tokio::select! {
             () = &mut stop => break,
             permit = budget.acquire(wanted) => permit,
@@ -187,7 +191,7 @@ async fn accept_proxy(
                 continue;
             }
         };
-        let settings = ConnSettings::of(&gate.runtime().settings.server);
+        let settings = ConnSettings::of(gate.runtime().settings().server());
         let activity = Activity::new();
         let service = proxy_service(Arc::clone(gate), peer, Arc::clone(&activity));
         let guards = (permit, LiveGuard::new(live));

@@ -13,7 +13,7 @@ fn problems(toml: &str) -> Vec<String> {
 }
 
 fn warnings(toml: &str) -> Vec<String> {
-    Settings::from_toml(toml).unwrap_or_else(|e| panic!("{e}")).warnings
+    Settings::from_toml(toml).unwrap_or_else(|e| panic!("{e}")).warnings().to_vec()
 }
 
 const KEY: &str = "[keys.reporting]\nenv = \"MM_TEST_KEY\"\nscopes = [\"reporting\"]\n";
@@ -150,10 +150,10 @@ fn plain_http_upstream_off_loopback_is_a_warning() {
 #[test]
 fn the_embedded_default_and_the_example_are_valid() {
     let s = Settings::from_toml(mmgate::config::EMBEDDED_DEFAULT).unwrap();
-    assert_eq!(s.server.listen.to_string(), "127.0.0.1:8080");
-    assert_eq!(s.server.admin_listen.to_string(), "127.0.0.1:9090");
-    assert_eq!(s.upstream.url, "https://api.machinemetrics.com");
-    assert!(s.warnings.is_empty(), "{:?}", s.warnings);
+    assert_eq!(s.server().listen.to_string(), "127.0.0.1:8080");
+    assert_eq!(s.server().admin_listen.to_string(), "127.0.0.1:9090");
+    assert_eq!(s.upstream().url, "https://api.machinemetrics.com");
+    assert!(s.warnings().is_empty(), "{:?}", s.warnings());
     let example = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/mmgate.toml")).unwrap();
     Settings::from_toml(&example).unwrap();
 }

@@ -78,7 +78,7 @@ async fn https_proxy_applies_unless_no_proxy_names_the_host_and_none_goes_direct
     assert_eq!(proxy.requests().len(), 1, "NO_PROXY was not honoured");
     let none = with_lines(&toml, "upstream", "proxy = \"none\"");
     std::fs::write(&path, none).unwrap();
-    assert_eq!(load(None).upstream.egress.to_string(), "direct");
+    assert_eq!(load(None).upstream().egress.to_string(), "direct");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

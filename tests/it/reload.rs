@@ -85,13 +85,13 @@ async fn a_rejected_key_stays_rejected_across_a_reload_of_the_same_key() {
 #[tokio::test]
 async fn changed_addresses_are_kept_and_reported_as_running() {
     let d = on_disk("").await;
-    let before = d.gate.gate.runtime().settings.server.listen.clone();
+    let before = d.gate.gate.runtime().settings().server().listen.clone();
     let moved = d.toml.replace("\nlisten = \"127.0.0.1:0\"", &format!("\nlisten = \"127.0.0.1:{}\"", free_port()));
     d.reload_with(&moved.replace("max_body = \"64KiB\"", "max_body = \"32KiB\""));
     let runtime = d.gate.gate.runtime();
-    assert_eq!(runtime.settings.server.listen, before);
+    assert_eq!(runtime.settings().server().listen, before);
     assert!(matches!(before, ListenAddr::Tcp(_)));
     // The rest of the new config is in force.
-    assert_eq!(runtime.settings.server.max_body, 32 * 1024);
+    assert_eq!(runtime.settings().server().max_body, 32 * 1024);
     assert_eq!(get(&d.gate.url("/reports/a"), &[AS_DASHBOARD]).await.status, 200);
 }

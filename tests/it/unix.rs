@@ -5,7 +5,6 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::time::Duration;
 
 use mmgate::config::Settings;
-use mmgate::keys::KeyStore;
 use mmgate::server::Server;
 use mmgate::{Gate, Runtime};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -33,8 +32,7 @@ async fn unix_socket_serves_and_identifies_by_peer_uid() {
     )
     .replace("\nlisten = \"127.0.0.1:0\"", &format!("\nlisten = \"unix:{}\"", socket.display()));
     let settings = Settings::from_toml(&toml).unwrap();
-    let keystore = KeyStore::load(&settings.keys, None).unwrap();
-    let gate = Gate::new(Runtime::new(settings, keystore, None));
+    let gate = Gate::new(Runtime::load(settings).unwrap());
     let server = Server::bind(gate.clone()).await.unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(server.run(async {

@@ -18,7 +18,6 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use mmgate::config::Settings;
-use mmgate::keys::KeyStore;
 use mmgate::server::Server;
 use mmgate::{Gate, Runtime};
 use sha2::{Digest, Sha256};
@@ -137,8 +136,7 @@ impl Mmgate {
 
     /// Starts mmgate on `settings`.
     pub async fn start_settings(settings: Settings) -> Self {
-        let keys = KeyStore::load(&settings.keys, None).unwrap_or_else(|e| panic!("keys: {e:?}"));
-        let gate = Gate::new(Runtime::new(settings, keys, None));
+        let gate = Gate::new(Runtime::load(settings).unwrap_or_else(|e| panic!("keys: {e:?}")));
         let server = Server::bind(gate.clone()).await.unwrap();
         let addr = server.proxy_addr().unwrap();
         let admin = server.admin_addr().unwrap();

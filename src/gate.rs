@@ -1,5 +1,5 @@
-//! The shared state every request reads: an immutable snapshot of the running
-//! configuration, its keys and its upstream client, plus readiness.
+//! What the proxy and admin listeners share: the current `Runtime` snapshot
+//! (swapped whole on reload), the metrics, readiness and the in-flight count.
 //!
 //! A request loads the snapshot once (`Gate::runtime`) and uses it to the
 //! end, so a reload that swaps in a new one never changes a request midway.
@@ -9,32 +9,20 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
-use crate::config::{ConfigOrigin, Settings};
-use crate::forward::{self, UpstreamClient};
-use crate::keys::KeyStore;
-use crate::limit::{LimitClock, Limiters};
+use crate::config::{ConfigError, ConfigOrigin, LogFormat, Settings};
+use crate::keys::{KeyError, KeyStore};
 use crate::metrics::Metrics;
+use crate::runtime::Runtime;
 
-/// One consistent view of what mmgate serves with.
-#[derive(Debug)]
-pub struct Runtime {
-    /// The validated configuration.
-    pub settings: Settings,
-    /// The keys its routes use.
-    pub keys: KeyStore,
-    /// The pooled client for `settings.upstream`.
-    pub upstream: UpstreamClient,
-    /// Rate limits, in-flight caps and cool-downs.
-    pub limiters: Limiters,
-}
-
-impl Runtime {
-    /// Assembles a runtime; limit state of `previous` carries over where the limit is unchanged.
-    pub fn new(settings: Settings, keys: KeyStore, previous: Option<&Runtime>) -> Self {
-        let upstream = forward::client(&settings.upstream);
-        let limiters = Limiters::new(&settings, previous.map(|p| &p.limiters), LimitClock::real());
-        Self { settings, keys, upstream, limiters }
-    }
+/// Why a reload was refused (the running configuration stays).
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// The new configuration is invalid or unreadable.
+    #[error("{0}")]
+    Config(#[from] ConfigError),
+    /// A key of the new configuration could not be read.
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    Keys(Vec<KeyError>),
 }
 
 /// Everything the proxy and admin listeners share.
@@ -63,15 +51,10 @@ impl Gate {
         self.runtime.load_full()
     }
 
-    /// Replaces the snapshot; requests already holding the old one keep it.
-    pub fn swap(&self, runtime: Runtime) {
-        self.runtime.store(Arc::new(runtime));
-    }
-
-    /// Re-reads the config at `origin` and every key; swaps only if all of it is valid.
-    ///
-    /// On failure the running config stays and the reason is returned (and logged).
-    pub fn reload(&self, origin: &ConfigOrigin) -> Result<(), String> {
+    /// Re-reads the config at `origin` and every key; swaps only if all of
+    /// it is valid. On failure the running config stays; either way the
+    /// outcome is logged and counted.
+    pub fn reload(&self, origin: &ConfigOrigin) -> Result<(), ReloadError> {
         crate::notify::reloading();
         let outcome = self.try_reload(origin);
         crate::notify::ready();
@@ -83,30 +66,24 @@ impl Gate {
         outcome
     }
 
-    fn try_reload(&self, origin: &ConfigOrigin) -> Result<(), String> {
-        let mut settings = Settings::load(origin.clone()).map_err(|e| e.to_string())?;
+    fn try_reload(&self, origin: &ConfigOrigin) -> Result<(), ReloadError> {
+        let mut settings = Settings::load(origin.clone())?;
         let old = self.runtime();
-        let keys = KeyStore::load(&settings.keys, Some(&old.keys))
-            .map_err(|errors| errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))?;
-        let (was, now) = (&old.settings.server, &mut settings.server);
+        let keys = KeyStore::load(settings.keys().iter().map(|k| (k.name.as_str(), &k.source)), Some(old.keys()))
+            .map_err(ReloadError::Keys)?;
         // The sockets stay bound where they are: the settings say so, so
         // that what is reported is what is in force.
-        for (name, was, now) in
-            [("listen", &was.listen, &mut now.listen), ("admin_listen", &was.admin_listen, &mut now.admin_listen)]
-        {
-            if was != now {
-                tracing::warn!(setting = name, running = %was, configured = %now, "server.{name} changes only with a restart; keeping {was}");
-                *now = was.clone();
-            }
+        for (name, running, configured) in settings.keep_addresses(old.settings().server()) {
+            tracing::warn!(setting = name, %running, %configured, "server.{name} changes only with a restart; keeping {running}");
         }
-        crate::logging::set_json(settings.server.log_format == crate::config::LogFormat::Json);
-        for warning in &settings.warnings {
+        crate::logging::set_json(settings.server().log_format == LogFormat::Json);
+        for warning in settings.warnings() {
             tracing::warn!("{warning}");
         }
         for slot in keys.iter() {
             let new = slot.current().map(|k| k.fingerprint());
             let was =
-                old.keys.iter().find(|o| o.name() == slot.name()).and_then(|o| o.current()).map(|k| k.fingerprint());
+                old.keys().iter().find(|o| o.name() == slot.name()).and_then(|o| o.current()).map(|k| k.fingerprint());
             if new != was {
                 tracing::info!(
                     key = slot.name(),
@@ -116,7 +93,7 @@ impl Gate {
                 );
             }
         }
-        self.swap(Runtime::new(settings, keys, Some(&old)));
+        self.runtime.store(Arc::new(Runtime::new(settings, keys, Some(&old))));
         Ok(())
     }
 

@@ -1,0 +1,198 @@
+//! What each subcommand of the `mmgate` binary does, so that `main.rs` only
+//! parses the command line: serving (runtime, signals, logging, start-up
+//! errors with their exit codes), `check`, `token`, `config-schema` and
+//! `healthcheck`.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use tokio::signal::unix::{signal, SignalKind};
+use tracing_subscriber::EnvFilter;
+
+use crate::config::{ConfigOrigin, LogFormat, Settings};
+use crate::gate::Gate;
+use crate::logging::{BufferedStderr, FlushOnDrop, PlainFields, SwitchableFormat};
+use crate::runtime::Runtime;
+use crate::server::Server;
+use crate::{access, check, healthcheck, logging};
+
+/// Exit code for a configuration or key error at start.
+const EXIT_CONFIG: u8 = 2;
+
+/// `mmgate token NAME`: mints a client token and prints the config lines to paste.
+pub fn token(name: &str) -> ExitCode {
+    if !crate::config::valid_name(name) {
+        eprintln!("mmgate: `{name}` is not a client name; use 1 to 64 of A-Z a-z 0-9 _ - .");
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    match check::mint_token(name) {
+        Ok((token, snippet)) => {
+            println!("Token for client `{name}` (shown once: store it where that tool keeps secrets):\n\n  {token}\n");
+            println!("Paste into mmgate.toml (mmgate keeps only the hash), then adjust scopes:\n\n{snippet}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("mmgate: cannot read random bytes: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `mmgate check`: validates and prints the summary; fails on any error.
+pub fn check(origin: ConfigOrigin, skip_keys: bool) -> ExitCode {
+    let settings = match Settings::load(origin) {
+        Ok(settings) => settings,
+        Err(e) => {
+            eprintln!("mmgate check: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let report = check::check(&settings, skip_keys);
+    print!("{}", report.text);
+    if report.ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// `mmgate config-schema`: the JSON Schema of the configuration file.
+pub fn config_schema() -> ExitCode {
+    match serde_json::to_string_pretty(&crate::config::schema()) {
+        Ok(text) => {
+            println!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("mmgate: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `mmgate healthcheck`: 0 when the admin listener's `/healthz` answers 200.
+pub fn healthcheck(origin: ConfigOrigin) -> ExitCode {
+    match healthcheck::run(origin) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("mmgate healthcheck: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `mmgate`: serves until SIGTERM or SIGINT, reloading on SIGHUP.
+pub fn serve(origin: ConfigOrigin) -> ExitCode {
+    // Keys live in this process's memory: no core dumps, and no reading of
+    // it by other processes of the same user (ptrace, /proc/PID/mem).
+    if let Err(e) = rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable) {
+        eprintln!("mmgate: warning: cannot disable core dumps: {e}");
+    }
+    // TOKIO_WORKER_THREADS is honoured by the multi-threaded builder; with 1,
+    // the single-threaded scheduler does the same job without work-stealing
+    // machinery (measurably cheaper per request).
+    let one_thread = std::env::var("TOKIO_WORKER_THREADS").is_ok_and(|n| n.trim() == "1");
+    let mut builder = if one_thread {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    match builder.enable_all().build() {
+        Ok(runtime) => runtime.block_on(serve_on_runtime(origin)),
+        Err(e) => {
+            eprintln!("mmgate: cannot start the async runtime: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve_on_runtime(origin: ConfigOrigin) -> ExitCode {
+    // SIGHUP's default action kills the process: take it over before anything
+    // (a config-management tool, say) has a chance to send it.
+    let (Ok(mut hangup), Ok(mut terminate), Ok(mut interrupt)) =
+        (signal(SignalKind::hangup()), signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+    else {
+        eprintln!("mmgate: cannot install signal handlers");
+        return ExitCode::FAILURE;
+    };
+    let settings = match Settings::load(origin.clone()) {
+        Ok(settings) => settings,
+        Err(e) => {
+            eprintln!("mmgate: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let _log_guard = init_logging(settings.server().log_format);
+    for warning in settings.warnings() {
+        tracing::warn!("{warning}");
+    }
+    let runtime = match Runtime::load(settings) {
+        Ok(runtime) => runtime,
+        Err(errors) => {
+            for e in errors {
+                eprintln!("mmgate: {e}");
+            }
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    for slot in runtime.keys().iter() {
+        if let Some(key) = slot.current() {
+            tracing::info!(key = slot.name(), fingerprint = %key.fingerprint(), "key loaded");
+        }
+    }
+    let gate = Gate::new(runtime);
+    let server = match Server::bind(gate.clone()).await {
+        Ok(server) => server,
+        Err(e) => {
+            eprintln!("mmgate: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let runtime = gate.runtime();
+    let settings = runtime.settings();
+    tracing::info!(
+        listen = %settings.server().listen,
+        admin = %settings.server().admin_listen,
+        upstream = %settings.upstream().url,
+        config = %settings.origin(),
+        "mmgate starting"
+    );
+    drop(runtime);
+
+    let reload_gate = gate.clone();
+    let reloader = tokio::spawn(async move {
+        while hangup.recv().await.is_some() {
+            let _ = reload_gate.reload(&origin);
+        }
+    });
+    let shutdown = async move {
+        tokio::select! {
+            _ = terminate.recv() => tracing::info!("SIGTERM received"),
+            _ = interrupt.recv() => tracing::info!("SIGINT received"),
+        }
+    };
+    server.run(shutdown).await;
+    reloader.abort();
+    ExitCode::SUCCESS
+}
+
+/// Logs to stderr (buffered: see `logging`), `RUST_LOG` filtering
+/// (default `info`), as text or JSON lines. Dropping the guard flushes.
+fn init_logging(format: LogFormat) -> FlushOnDrop {
+    let (writer, guard) = BufferedStderr::new();
+    writer.spawn_flusher(Duration::from_millis(100));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    if !ansi {
+        // Coloured lines (a terminal) keep going through tracing-subscriber.
+        access::write_lines_to(writer.clone());
+    }
+    logging::set_json(format == LogFormat::Json);
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(writer)
+        .fmt_fields(PlainFields)
+        .event_format(SwitchableFormat::new(ansi))
+        .init();
+    guard
+}

@@ -1,0 +1,272 @@
+//! `RawConfig` -> `Settings`: every check, every problem collected, each
+//! naming its key path and the fix. One file per table (`server`, `keys`,
+//! `routes`, `clients`); this one checks what spans them.
+
+mod clients;
+mod keys;
+mod routes;
+mod server;
+
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::raw::{RawConfig, RawLimit, RawLimits};
+use super::{
+    BudgetSpec, ConfigOrigin, KeySpec, ListenAddr, Overrides, Problem, ProxyEnv, RouteKind, RouteSpec, Settings,
+};
+use crate::client::{Client, ClientTable, Credential};
+use crate::limit::{Limit, Per, SharedSettings};
+use crate::policy::{GraphqlRule, Scope, ScopeNames, ScopeSet, MAX_SCOPES, PUBLISHED_SCOPES};
+use crate::route::{PathPattern, RouteTable};
+
+/// Collects problems and warnings while checking, and interns scope names.
+struct Checker {
+    problems: Vec<Problem>,
+    warnings: Vec<String>,
+    scopes: ScopeNames,
+}
+
+impl Checker {
+    fn problem(&mut self, key: impl Into<String>, message: impl Into<String>) {
+        self.problems.push(Problem { key: key.into(), message: message.into() });
+    }
+
+    fn scope(&mut self, key: &str, name: &str) -> Option<Scope> {
+        if name.trim().is_empty() {
+            self.problem(key, "a scope name cannot be empty");
+            return None;
+        }
+        let scope = self.scopes.intern(name);
+        if scope.is_none() {
+            self.problem(key, format!("more than {MAX_SCOPES} distinct scope names; use fewer"));
+        }
+        scope
+    }
+
+    fn scope_set(&mut self, key: &str, names: &[String]) -> ScopeSet {
+        let mut set = ScopeSet::default();
+        for (i, name) in names.iter().enumerate() {
+            if let Some(scope) = self.scope(&format!("{key}[{i}]"), name) {
+                set.insert(scope);
+            }
+        }
+        set
+    }
+
+    fn name(&mut self, key: &str, name: &str) {
+        if !super::valid_name(name) {
+            self.problem(key, "a name must be 1 to 64 of A-Z a-z 0-9 _ - .");
+        }
+    }
+
+    fn listen(&mut self, key: &str, value: &str) -> Option<ListenAddr> {
+        if let Some(path) = value.strip_prefix("unix:") {
+            if path.is_empty() {
+                self.problem(key, "`unix:` needs a socket path, e.g. `unix:/run/mmgate/mmgate.sock`");
+                return None;
+            }
+            return Some(ListenAddr::Unix(PathBuf::from(path)));
+        }
+        match value.parse::<SocketAddr>() {
+            Ok(addr) => Some(ListenAddr::Tcp(addr)),
+            Err(_) => {
+                self.problem(
+                    key,
+                    format!(
+                        "`{value}` is not an address; write `127.0.0.1:8080`, `[::1]:8080` or `unix:/path/to.sock`"
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    fn positive(&mut self, key: &str, d: Duration) -> Duration {
+        if d.is_zero() {
+            self.problem(key, "must be more than zero, e.g. \"30s\"");
+        }
+        d
+    }
+
+    fn limit(&mut self, key: &str, raw: &RawLimit) -> Option<Limit> {
+        let (count, per) = match (raw.per_second, raw.per_minute) {
+            (Some(n), None) => (n, Per::Second),
+            (None, Some(n)) => (n, Per::Minute),
+            _ => {
+                self.problem(key, "set exactly one of `per_second` or `per_minute`");
+                return None;
+            }
+        };
+        let Some(count) = NonZeroU32::new(count) else {
+            self.problem(key, "the rate must be at least 1; to block a client, remove its scopes instead");
+            return None;
+        };
+        let Some(burst) = NonZeroU32::new(raw.burst.unwrap_or(count.get())) else {
+            self.problem(format!("{key}.burst"), "must be at least 1");
+            return None;
+        };
+        Some(Limit { count, per, burst })
+    }
+}
+
+/// Validates `raw` into `Settings`, or every problem found.
+pub(super) fn settings(
+    raw: RawConfig,
+    origin: ConfigOrigin,
+    overrides: &Overrides,
+    proxies: &ProxyEnv,
+) -> Result<Settings, Vec<Problem>> {
+    let mut c = Checker { problems: Vec::new(), warnings: Vec::new(), scopes: ScopeNames::default() };
+    let server = server::server(&mut c, &raw.server);
+    let upstream = server::upstream(&mut c, &raw.upstream, proxies);
+
+    let mut budgets = Vec::new();
+    for (name, budget) in &raw.budgets {
+        c.name(&format!("budgets.{name}"), name);
+        if let Some(limit) = c.limit(&format!("budgets.{name}.limit"), &budget.limit) {
+            budgets.push(BudgetSpec { name: name.clone(), limit });
+        }
+    }
+    let keys: Vec<KeySpec> =
+        raw.keys.iter().filter_map(|(name, key)| keys::key_spec(&mut c, name, key, &budgets, overrides)).collect();
+    let routes: Vec<(PathPattern, RouteSpec)> =
+        raw.routes.iter().enumerate().filter_map(|(i, route)| routes::route_spec(&mut c, i, route, &keys)).collect();
+    if raw.routes.is_empty() {
+        c.problem("routes", "no routes; add a [[routes]] table with `path`, `key` and `scope`");
+    }
+    routes::duplicate_routes(&mut c, &raw.routes);
+    let clients = clients::clients(&mut c, &raw.clients);
+    let shared = shared(&mut c, &raw.limits);
+
+    if !c.problems.is_empty() {
+        return Err(c.problems);
+    }
+    let (Some(server), Some(upstream)) = (server, upstream) else {
+        return Err(c.problems);
+    };
+    least_privilege(&mut c, &keys, routes.iter().map(|(_, r)| r), &clients);
+    if !matches!(server.listen, ListenAddr::Unix(_)) {
+        for client in clients.iter().filter(|cl| matches!(cl.credential, Credential::UnixUid(_))) {
+            c.warnings.push(format!(
+                "clients.{}.unix_uid: only matches on a Unix socket listener; server.listen is TCP",
+                client.name
+            ));
+        }
+    }
+    if let ListenAddr::Tcp(addr) = &server.listen {
+        let open = clients.iter().find(|cl| cl.credential == Credential::Anonymous && cl.anonymous_from.is_empty());
+        if let (false, Some(client)) = (addr.ip().is_loopback(), open) {
+            c.problem(
+                format!("clients.{}.anonymous_from", client.name),
+                format!(
+                    "server.listen {addr} is not a loopback address: say which networks may call without a token (e.g. [\"172.16.0.0/12\"] for Docker's bridges), or give callers tokens; anyone who can reach it would get this client's scopes and spend the key"
+                ),
+            );
+            return Err(c.problems);
+        }
+    }
+    Ok(Settings {
+        origin,
+        server,
+        upstream,
+        scopes: c.scopes,
+        keys,
+        budgets,
+        routes: RouteTable::new(routes),
+        clients: ClientTable::new(clients),
+        shared,
+        warnings: c.warnings,
+    })
+}
+
+/// The scopes a route's callers and key need: its scope, and its GraphQL mutation scope.
+fn route_needs(route: &RouteSpec) -> ScopeSet {
+    let mut needed = ScopeSet::default();
+    needed.insert(route.scope);
+    if let RouteKind::Graphql(GraphqlRule { mutation_scope: Some(s), .. }) = &route.kind {
+        needed.insert(*s);
+    }
+    needed
+}
+
+fn least_privilege<'a>(
+    c: &mut Checker,
+    keys: &[KeySpec],
+    routes: impl Iterator<Item = &'a RouteSpec> + Clone,
+    clients: &[Client],
+) {
+    let needed_by_any = routes.clone().fold(ScopeSet::default(), |all, r| all.union(route_needs(r)));
+    for (id, key) in keys.iter().enumerate() {
+        let mut needed = ScopeSet::default();
+        let mut used = false;
+        for route in routes.clone().filter(|r| r.key == id) {
+            used = true;
+            needed = needed.union(route_needs(route));
+        }
+        if !used {
+            c.warnings.push(format!("keys.{}: no route uses this key; remove it", key.name));
+            continue;
+        }
+        let extra = key.scopes.difference(needed);
+        if !extra.is_empty() {
+            c.warnings.push(format!(
+                "keys.{}: granted {} that no route using it needs; least privilege: remove them here and from the key upstream",
+                key.name,
+                c.scopes.list(extra)
+            ));
+        }
+    }
+    for client in clients {
+        let extra = client.scopes.difference(needed_by_any);
+        if client.scopes.is_empty() {
+            c.warnings.push(format!("clients.{}: holds no scope, so it can use no route", client.name));
+        } else if !extra.is_empty() {
+            let (known, unknown): (Vec<Scope>, Vec<Scope>) =
+                extra.iter().partition(|s| PUBLISHED_SCOPES.contains(&c.scopes.name(*s)));
+            for s in unknown {
+                c.warnings.push(format!(
+                    "clients.{}: scope `{}` is unknown: no route needs it and MachineMetrics does not publish it (a typo?)",
+                    client.name,
+                    c.scopes.name(s)
+                ));
+            }
+            if !known.is_empty() {
+                let names: Vec<&str> = known.iter().map(|s| c.scopes.name(*s)).collect();
+                c.warnings.push(format!(
+                    "clients.{}: holds [{}] that no route needs; least privilege: remove them",
+                    client.name,
+                    names.join(", ")
+                ));
+            }
+        }
+    }
+}
+
+fn shared(c: &mut Checker, raw: &RawLimits) -> Option<SharedSettings> {
+    let url = raw.redis.as_ref()?;
+    let fix = "write e.g. \"redis://127.0.0.1:6379\" (a password goes in the URL: redis://:PASSWORD@host:6379)";
+    let Some(rest) = url.strip_prefix("redis://") else {
+        c.problem("limits.redis", format!("must start with redis://; {fix}"));
+        return None;
+    };
+    if redis::Client::open(url.as_str()).is_err() {
+        c.problem("limits.redis", format!("is not a Redis URL; {fix}"));
+        return None;
+    }
+    let timeout = c.positive("limits.redis_timeout", raw.redis_timeout.0);
+    let valid_prefix = !raw.redis_prefix.is_empty() && !raw.redis_prefix.contains(['{', '}', ' ']);
+    if !valid_prefix {
+        c.problem("limits.redis_prefix", "must be non-empty, without spaces or braces");
+    }
+    // Never show a password: keep only what follows the userinfo.
+    let host = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+    Some(SharedSettings {
+        url: secrecy::SecretString::from(url.clone()),
+        display: format!("redis://{host}"),
+        fail_open: raw.fail_open,
+        timeout,
+        prefix: raw.redis_prefix.clone(),
+    })
+}

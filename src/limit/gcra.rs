@@ -1,0 +1,122 @@
+//! One limit: its validated specification and its GCRA cell.
+//!
+//! Limits are specified as governor `Quota`s, but the cells are ours:
+//! governor charges a limiter the moment it admits, and has no way to test
+//! several limiters and charge them only together, nor to give a charge back
+//! when the shared Redis limiter refuses after the local ones passed.
+
+use std::fmt;
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use governor::Quota;
+
+use super::LimitKind;
+
+/// The period a limit's count refers to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Per {
+    /// `per_second`.
+    Second,
+    /// `per_minute`.
+    Minute,
+}
+
+/// A validated GCRA limit: `count` requests per period, bursts up to `burst`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limit {
+    /// Requests allowed per period on average.
+    pub count: NonZeroU32,
+    /// The period.
+    pub per: Per,
+    /// Requests allowed back to back.
+    pub burst: NonZeroU32,
+}
+
+impl Limit {
+    /// The limit as a governor quota.
+    pub fn quota(&self) -> Quota {
+        let quota = match self.per {
+            Per::Second => Quota::per_second(self.count),
+            Per::Minute => Quota::per_minute(self.count),
+        };
+        quota.allow_burst(self.burst)
+    }
+}
+
+impl fmt::Display for Limit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let per = match self.per {
+            Per::Second => "s",
+            Per::Minute => "min",
+        };
+        write!(f, "{}/{per} burst {}", self.count, self.burst)
+    }
+}
+
+pub(super) fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// One GCRA cell: the theoretical arrival time of the next request.
+#[derive(Debug)]
+pub(super) struct Gcra {
+    limit: Limit,
+    pub(super) interval: u64,
+    pub(super) tolerance: u64,
+    tat: Mutex<u64>,
+}
+
+impl Gcra {
+    fn new(limit: Limit) -> Self {
+        let quota = limit.quota();
+        let interval = nanos(quota.replenish_interval());
+        Self { limit, interval, tolerance: interval * u64::from(quota.burst_size().get() - 1), tat: Mutex::new(0) }
+    }
+
+    pub(super) fn lock(&self) -> MutexGuard<'_, u64> {
+        // A poisoned cell only means another request panicked mid-update of
+        // a plain integer; the value is still usable.
+        self.tat.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The new TAT if a request at `now` conforms, else how long to wait.
+    pub(super) fn test(&self, tat: u64, now: u64) -> Result<u64, u64> {
+        let tat = tat.max(now);
+        let ahead = tat - now;
+        if ahead > self.tolerance {
+            Err(ahead - self.tolerance)
+        } else {
+            Ok(tat + self.interval)
+        }
+    }
+}
+
+/// A named limit: its local cell and its key in the shared limiter.
+#[derive(Debug)]
+pub(super) struct Named {
+    pub(super) kind: LimitKind,
+    pub(super) name: String,
+    pub(super) gcra: Arc<Gcra>,
+    pub(super) shared_key: String,
+}
+
+impl Named {
+    /// The cell of `old` when it had the same limit (its state carries over a reload), else a new one.
+    pub(super) fn new(kind: LimitKind, name: &str, limit: Limit, old: Option<&Named>, prefix: &str) -> Self {
+        let gcra = match old {
+            Some(o) if o.gcra.limit == limit => Arc::clone(&o.gcra),
+            _ => Arc::new(Gcra::new(limit)),
+        };
+        // The spec is part of the key, so a changed limit starts fresh everywhere.
+        let spec = format!("{}{}{}", limit.count, if limit.per == Per::Second { "s" } else { "m" }, limit.burst);
+        let shared_key = format!("{prefix}:{{limits}}:{}:{name}:{spec}", kind.as_str());
+        Self { kind, name: name.to_owned(), gcra, shared_key }
+    }
+
+    /// How the caller is told about it: "client `dashboard` (2/s burst 5)".
+    pub(super) fn describe(&self) -> String {
+        format!("{} `{}` ({})", self.kind.as_str(), self.name, self.gcra.limit)
+    }
+}

@@ -1,0 +1,66 @@
+//! Step 3 on GraphQL routes: after the caller holds the route's scope, the
+//! body is read whole (bounded by `max_body`), every operation of every
+//! batch item is analysed, and `policy::graphql` decides. The caller's
+//! original bytes are what is forwarded: nothing is re-serialised.
+
+use axum::body::Body;
+use axum::extract::Request;
+use bytes::Bytes;
+use http::Method;
+use http_body_util::BodyExt;
+
+use crate::body::caller_fault;
+use crate::error::ProxyError;
+use crate::graphql::{analyse_cached, request, AnalysisCache, Summary};
+use crate::policy::{self, Caller, GraphqlRule, ScopeNames};
+
+/// Reads and checks a GraphQL request; returns it, body restored, with a summary.
+pub(super) async fn check(
+    request: Request,
+    rule: &GraphqlRule,
+    cache: &std::sync::Arc<AnalysisCache>,
+    caller: Caller<'_>,
+    scopes: &ScopeNames,
+) -> Result<(Request, Summary), ProxyError> {
+    let is_get = match *request.method() {
+        Method::GET => true,
+        Method::POST => false,
+        _ => return Err(ProxyError::MethodNotAllowed("GraphQL routes accept GET and POST only")),
+    };
+    let (parts, body) = request.into_parts();
+    let bytes = read_body(body).await?;
+    let query_string = parts.uri.query();
+    let items = if is_get {
+        request::from_get(query_string, &bytes)?
+    } else {
+        request::from_post(&parts.headers, query_string, &bytes)?
+    };
+
+    let mut analysed = Vec::with_capacity(items.len());
+    for item in &items {
+        analysed.push(analyse_cached(cache, &rule.limits, item).await?);
+    }
+    policy::graphql(analysed.iter().flat_map(|ops| ops.iter()), is_get, caller, rule, scopes)?;
+
+    let summary = items
+        .first()
+        .zip(analysed.first())
+        .and_then(|(item, ops)| {
+            let selected = match &item.operation_name {
+                Some(name) => ops.iter().find(|op| op.name.as_deref() == Some(name.as_str())),
+                None => ops.first(),
+            }?;
+            Some(Summary { kind: Some(selected.kind), name: selected.name.clone() })
+        })
+        .unwrap_or_default();
+    Ok((Request::from_parts(parts, Body::from(bytes)), summary))
+}
+
+/// Reads the whole body (already limited to `max_body` by `CallerBody`).
+async fn read_body(body: Body) -> Result<Bytes, ProxyError> {
+    match body.collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) => Err(caller_fault(&e)
+            .map_or_else(|| ProxyError::BadRequest("the request body could not be read".into()), ProxyError::from)),
+    }
+}
