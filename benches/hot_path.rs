@@ -1,17 +1,21 @@
-//! Criterion benchmarks of the per-request work mmgate adds: path
-//! normalisation and route match, client lookup, GraphQL analysis.
+//! Criterion benchmarks of the per-request work mmgate adds: the real
+//! request path up to the upstream call (`mmgate::app`), client lookup,
+//! GraphQL analysis and its worst shapes.
 //! Run: `cargo bench --bench hot_path`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::hint::black_box;
 
+use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use http::{HeaderMap, HeaderValue};
+use http::{Method, Request};
+use http_body_util::Full;
 use mmgate::config::Settings;
 use mmgate::graphql::{analyse, request, AnalysisCache, Limits};
-use mmgate::limit::{LimitClock, Limiters};
-use mmgate::route::normalise;
+use mmgate::{app, Gate, Runtime};
+use tower::ServiceExt;
 
 /// A typical dashboard query, about 1 KB.
 fn query_1k() -> String {
@@ -112,6 +116,9 @@ fn graphql_worst(c: &mut Criterion) {
 }
 
 const CONFIG: &str = r#"
+[upstream]
+url = "http://127.0.0.1:9"
+
 [keys.reporting]
 env = "MM_BENCH_KEY"
 scopes = ["reporting", "erp"]
@@ -138,54 +145,61 @@ key = "reporting"
 scope = "erp"
 "#;
 
+/// The real request path (`mmgate::app`), up to the upstream call: ten token
+/// clients, and client `c7` allowed one request a minute, so that after the
+/// first, each request is normalised, routed, identified, scope-checked (and
+/// on /graphql read and analysed), then refused by its limit: everything
+/// mmgate does before forwarding, the access record and the 429 included.
 fn request_path(c: &mut Criterion) {
+    std::env::set_var("MM_BENCH_KEY", "bench-key");
     let mut config = CONFIG.to_owned();
     for i in 0..10 {
         let hash = mmgate::client::token_sha256_hex(&format!("token-{i}"));
+        let limit =
+            if i == 7 { "{ per_minute = 1, burst = 1 }" } else { "{ per_second = 1000000000, burst = 1000000000 }" };
         config.push_str(&format!(
-            "[clients.c{i}]\ntoken_sha256 = \"{hash}\"\nscopes = [\"reporting\"]\nlimit = {{ per_second = 1000000000, burst = 1000000000 }}\n"
+            "[clients.c{i}]\ntoken_sha256 = \"{hash}\"\nscopes = [\"reporting\"]\nlimit = {limit}\n"
         ));
     }
     let settings = Settings::from_toml(&config).expect("bench config");
-    let mut headers = HeaderMap::new();
-    headers.insert("authorization", HeaderValue::from_static("Bearer token-7"));
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let gate = runtime.block_on(async { Gate::new(Runtime::load(settings).expect("keys")) });
+    let app = app(gate);
+    let request = |method: Method, target: &str, body: &str| {
+        Request::builder()
+            .method(method)
+            .uri(target)
+            .header("authorization", "Bearer token-7")
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::copy_from_slice(body.as_bytes())))
+            .expect("request")
+    };
+    let status = |req| runtime.block_on(app.clone().oneshot(req)).map(|r| r.status().as_u16()).unwrap_or(0);
+    // The one request the limit allows goes to the (absent) upstream.
+    status(request(Method::GET, "/reports/production", ""));
 
     let mut group = c.benchmark_group("request_path");
-    group.bench_function("normalise_and_route", |b| {
-        b.iter(|| {
-            let path = normalise(black_box("/reports/production")).ok()?;
-            settings.routes.find(&path).map(|r| r.key)
-        })
+    group.bench_function("rest_get_to_the_limit", |b| {
+        b.iter(|| assert_eq!(status(request(Method::GET, black_box("/reports/production"), "")), 429))
     });
-    group.bench_function("normalise_and_route_dotted", |b| {
-        b.iter(|| {
-            let path = normalise(black_box("/reports/./x/../production")).ok()?;
-            settings.routes.find(&path).map(|r| r.key)
-        })
+    group.bench_function("rest_get_dotted_path_to_the_limit", |b| {
+        b.iter(|| assert_eq!(status(request(Method::GET, black_box("/reports/./x/../production"), "")), 429))
     });
-    let limiters = Limiters::new(&settings, None, LimitClock::real());
-    group.bench_function("limits_client_key_budget", |b| b.iter(|| limiters.admit(black_box(7), 0).is_ok()));
-    group.bench_function("identify_route_limit_together", |b| {
-        b.iter(|| {
-            let path = normalise(black_box("/reports/production")).ok()?;
-            let route = settings.routes.find(&path)?;
-            let client = settings
-                .clients
-                .identify(black_box(&headers), mmgate::client::Peer::Tcp(([127, 0, 0, 1], 1).into()))
-                .ok()?;
-            limiters.admit(client.id, route.key).ok()
-        })
-    });
-    group.bench_function("identify_among_10_clients", |b| {
-        b.iter(|| {
-            settings
-                .clients
-                .identify(black_box(&headers), mmgate::client::Peer::Tcp(([127, 0, 0, 1], 1).into()))
-                .map(|c| c.scopes)
-                .ok()
-        })
+    let body = serde_json::json!({ "query": query_1k(), "variables": { "start": "2024-01-01T00:00:00Z" } }).to_string();
+    group.throughput(Throughput::Bytes(body.len() as u64));
+    group.bench_function("graphql_1k_checked_to_the_limit", |b| {
+        b.iter(|| assert_eq!(status(request(Method::POST, "/graphql", black_box(&body))), 429))
     });
     group.finish();
+
+    // Identity alone: SHA-256 of the token and ten constant-time comparisons.
+    let settings = Settings::from_toml(&config).expect("bench config");
+    let mut headers = HeaderMap::new();
+    headers.insert("authorization", HeaderValue::from_static("Bearer token-7"));
+    let peer = mmgate::client::Peer::Tcp(([127, 0, 0, 1], 1).into());
+    c.bench_function("identify_among_10_clients", |b| {
+        b.iter(|| settings.clients().identify(black_box(&headers), peer).map(|c| c.scopes).ok())
+    });
 }
 
 criterion_group!(benches, graphql, graphql_worst, request_path);

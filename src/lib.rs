@@ -47,4 +47,5 @@ pub mod runtime;
 pub mod server;
 
 pub use gate::Gate;
+pub use proxy::{app, App};
 pub use runtime::Runtime;

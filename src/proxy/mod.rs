@@ -13,6 +13,7 @@
 //!    upstream answered is told to `keys` (401) and `limit` (429)
 //! 6. `error`: anything refused above becomes one JSON error response
 
+mod app;
 mod graphql;
 mod request_id;
 
@@ -25,6 +26,7 @@ use axum::response::Response;
 use bytes::Bytes;
 use http::{header, HeaderMap, Method, StatusCode};
 
+pub use app::{app, App};
 pub use request_id::new_request_id;
 use request_id::request_id;
 
