@@ -53,7 +53,7 @@ impl Case {
         self
     }
 
-    fn as_dashboard(self) -> Self {
+    fn by_dashboard(self) -> Self {
         self.header("authorization", format!("Bearer {DASH_TOKEN}"))
     }
 
@@ -94,9 +94,9 @@ async fn paths_and_routes() {
         ("/reports/%zz", "malformed percent-escape in the path"),
         ("/reports/../..", "the path climbs above `/`"),
     ] {
-        refused(&gate, case(Method::GET, target).as_dashboard(), 400, "bad_request", message).await;
+        refused(&gate, case(Method::GET, target).by_dashboard(), 400, "bad_request", message).await;
     }
-    refused(&gate, case(Method::GET, "/accounts/current").as_dashboard(), 404, "no_route", "no route for this path")
+    refused(&gate, case(Method::GET, "/accounts/current").by_dashboard(), 404, "no_route", "no route for this path")
         .await;
     // 404 comes before identity.
     refused(&gate, case(Method::GET, "/nowhere"), 404, "no_route", "no route for this path").await;
@@ -118,33 +118,33 @@ async fn identity() {
     refused(&gate, unknown, 401, "unauthenticated", "unknown token").await;
     let basic = case(Method::GET, target).header("authorization", "Basic YTpi");
     refused(&gate, basic, 401, "unauthenticated", "Authorization must be `Bearer <token>`").await;
-    let twice = case(Method::GET, target).as_dashboard().as_dashboard();
+    let twice = case(Method::GET, target).by_dashboard().by_dashboard();
     refused(&gate, twice, 401, "unauthenticated", "send one Authorization header, not several").await;
 }
 
 #[tokio::test]
 async fn scopes_and_protocols() {
     let (gate, _keys) = gate();
-    let erp = case(Method::POST, "/erp/jobdispatch/start").as_dashboard();
+    let erp = case(Method::POST, "/erp/jobdispatch/start").by_dashboard();
     refused(&gate, erp, 403, "scope_denied", "route `/erp/*` needs scope `erp`, which this client does not hold").await;
     for (method, message) in [(Method::CONNECT, "CONNECT is not supported"), (Method::TRACE, "TRACE is not supported")]
     {
-        let reply = refused(&gate, case(method, "/reports/x").as_dashboard(), 405, "method_not_allowed", message).await;
+        let reply = refused(&gate, case(method, "/reports/x").by_dashboard(), 405, "method_not_allowed", message).await;
         assert!(reply.headers.contains_key("allow"));
     }
     let upgrade =
-        case(Method::GET, "/reports/x").as_dashboard().header("connection", "upgrade").header("upgrade", "websocket");
+        case(Method::GET, "/reports/x").by_dashboard().header("connection", "upgrade").header("upgrade", "websocket");
     refused(&gate, upgrade, 405, "method_not_allowed", "protocol upgrades (WebSocket) are not supported").await;
 }
 
 #[tokio::test]
 async fn graphql_refusals() {
     let (gate, _keys) = gate();
-    let put = case(Method::PUT, "/graphql").as_dashboard().json(r#"{"query":"{a}"}"#);
+    let put = case(Method::PUT, "/graphql").by_dashboard().json(r#"{"query":"{a}"}"#);
     refused(&gate, put, 405, "method_not_allowed", "GraphQL routes accept GET and POST only").await;
-    let get_mutation = case(Method::GET, "/graphql?query=mutation%20%7Bx%7D").as_dashboard();
+    let get_mutation = case(Method::GET, "/graphql?query=mutation%20%7Bx%7D").by_dashboard();
     refused(&gate, get_mutation, 405, "method_not_allowed", "a mutation cannot be sent with GET; use POST").await;
-    let text = case(Method::POST, "/graphql").as_dashboard().header("content-type", "text/plain");
+    let text = case(Method::POST, "/graphql").by_dashboard().header("content-type", "text/plain");
     refused(
         &gate,
         text,
@@ -153,19 +153,19 @@ async fn graphql_refusals() {
         "GraphQL requests must be POSTed as `application/json` or `application/graphql` (UTF-8)",
     )
     .await;
-    let syntax = case(Method::POST, "/graphql").as_dashboard().json(r#"{"query":"{ a "}"#);
+    let syntax = case(Method::POST, "/graphql").by_dashboard().json(r#"{"query":"{ a "}"#);
     let reply = syntax.send(&gate).await;
     assert!(reply.assert_error(400, "bad_graphql").starts_with("syntax error at line 1"), "{}", reply.text());
-    let duplicate = case(Method::POST, "/graphql").as_dashboard().json(r#"{"query":"{a}","query":"{b}"}"#);
+    let duplicate = case(Method::POST, "/graphql").by_dashboard().json(r#"{"query":"{a}","query":"{b}"}"#);
     let reply = duplicate.send(&gate).await;
     assert!(reply.assert_error(400, "bad_graphql").contains("duplicate key `query`"), "{}", reply.text());
-    let mutation = case(Method::POST, "/graphql").as_dashboard().json(r#"{"query":"mutation M { x }"}"#);
+    let mutation = case(Method::POST, "/graphql").by_dashboard().json(r#"{"query":"mutation M { x }"}"#);
     refused(&gate, mutation, 403, "scope_denied", "mutation `M` needs scope `write`, which this client does not hold")
         .await;
-    let subscription = case(Method::POST, "/graphql").as_dashboard().json(r#"{"query":"subscription { tick }"}"#);
+    let subscription = case(Method::POST, "/graphql").by_dashboard().json(r#"{"query":"subscription { tick }"}"#);
     refused(&gate, subscription, 403, "scope_denied", "subscription: subscriptions are not supported").await;
     let introspection =
-        case(Method::POST, "/strict/graphql").as_dashboard().json(r#"{"query":"{ __schema { types { name } } }"}"#);
+        case(Method::POST, "/strict/graphql").by_dashboard().json(r#"{"query":"{ __schema { types { name } } }"}"#);
     refused(
         &gate,
         introspection,
@@ -184,9 +184,9 @@ async fn graphql_refusals() {
 #[tokio::test]
 async fn sizes_and_limits() {
     let (gate, _keys) = gate();
-    let big = case(Method::POST, "/reports/production").as_dashboard().header("content-length", "100000");
+    let big = case(Method::POST, "/reports/production").by_dashboard().header("content-length", "100000");
     refused(&gate, big, 413, "body_too_large", "request body is larger than the 65536-byte limit").await;
-    let mut big_graphql = case(Method::POST, "/graphql").as_dashboard().json("{}");
+    let mut big_graphql = case(Method::POST, "/graphql").by_dashboard().json("{}");
     big_graphql.body = Bytes::from(vec![b' '; 70_000]);
     refused(&gate, big_graphql, 413, "body_too_large", "request body is larger than the 65536-byte limit").await;
     // `narrow` may send one request a minute: the first reaches the (absent)
