@@ -42,7 +42,8 @@ struct KeyReport {
 }
 
 async fn metrics(State(gate): State<Arc<Gate>>) -> Response {
-    let text = gate.metrics.render(gate.runtime().keys(), gate.in_flight());
+    let runtime = gate.runtime();
+    let text = gate.metrics.render(runtime.keys(), gate.in_flight(), runtime.limiters().shared_connected());
     ([(CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text).into_response()
 }
 

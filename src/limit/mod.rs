@@ -14,8 +14,8 @@
 
 mod gcra;
 mod shared;
+mod spec;
 
-use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,97 +28,7 @@ use gcra::{nanos, Named};
 pub use gcra::{Limit, Per};
 pub use shared::SharedSettings;
 use shared::{Cell, SharedLimiter, Verdict};
-
-/// Which kind of limit refused a request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum LimitKind {
-    /// A client's own limit.
-    Client,
-    /// A key's limit, shared by every client using it.
-    Key,
-    /// A budget shared by several keys.
-    Budget,
-    /// The cool-down after an upstream 429.
-    Cooldown,
-    /// A key's `max_in_flight`.
-    InFlight,
-    /// A limit enforced across replicas (Redis).
-    Shared,
-}
-
-impl LimitKind {
-    /// The name in metrics and messages.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Client => "client",
-            Self::Key => "key",
-            Self::Budget => "budget",
-            Self::Cooldown => "cooldown",
-            Self::InFlight => "in_flight",
-            Self::Shared => "shared",
-        }
-    }
-}
-
-/// Why a request was refused, for the 429 and the metrics.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Refusal {
-    /// Which kind of limit.
-    pub kind: LimitKind,
-    /// The limit's name in the config (client, key or budget name).
-    pub name: String,
-    /// The limit as the caller is told, e.g. "client `dashboard` (2/s burst 5)".
-    pub limit: String,
-    /// How long until a retry can pass.
-    pub retry_after: Duration,
-}
-
-/// How the shared limiter let a request through.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SharedCheck {
-    /// Passed (or no shared limiter applies).
-    Passed,
-    /// Redis was unreachable and `fail_open` let it through on local limits.
-    WithoutRedis,
-}
-
-/// Why the shared limiter refused a request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SharedRefusal {
-    /// A limit across replicas is exhausted.
-    Limit(Refusal),
-    /// Redis is unreachable and `fail_open` is false.
-    Unavailable,
-}
-
-/// What the limiters are built from: the config's clients, keys and budgets,
-/// in the order requests refer to them.
-#[derive(Debug, Clone, Default)]
-pub struct LimitSpecs<'a> {
-    /// Each client's name and limit.
-    pub clients: Vec<(&'a str, Option<Limit>)>,
-    /// Each key's limits.
-    pub keys: Vec<KeyLimitSpec<'a>>,
-    /// Each budget's name and limit.
-    pub budgets: Vec<(&'a str, Limit)>,
-    /// The limiter shared through Redis, if any.
-    pub shared: Option<&'a SharedSettings>,
-    /// Cap on an upstream 429's cool-down.
-    pub max_cooldown: Duration,
-}
-
-/// One key's limits.
-#[derive(Debug, Clone)]
-pub struct KeyLimitSpec<'a> {
-    /// The key's name.
-    pub name: &'a str,
-    /// Its own limit.
-    pub limit: Option<Limit>,
-    /// Index of the budget it shares.
-    pub budget: Option<usize>,
-    /// Cap on its concurrent upstream requests.
-    pub max_in_flight: Option<NonZeroU32>,
-}
+pub use spec::{KeyLimitSpec, LimitKind, LimitSpecs, Refusal, SharedCheck, SharedRefusal};
 
 /// A key's or budget's upstream-429 cool-down: requests wait until it ends.
 #[derive(Debug, Default)]
@@ -383,6 +293,11 @@ impl<C: Clock> Limiters<C> {
             b.until.fetch_max(until, Ordering::AcqRel);
         }
         (before <= now).then_some(wait)
+    }
+
+    /// Whether the limiter shared through Redis is connected; `None` without one.
+    pub fn shared_connected(&self) -> Option<bool> {
+        self.shared.as_ref().map(|s| s.connected())
     }
 
     /// An upstream 429 for `key`: its `Retry-After` (seconds or HTTP date, 1 s

@@ -126,6 +126,11 @@ impl SharedLimiter {
         Self { settings, connection, script: redis::Script::new(GCRA), connector }
     }
 
+    /// Whether Redis has been reached (the connection manager reconnects by itself after that).
+    pub fn connected(&self) -> bool {
+        self.connection.load().is_some()
+    }
+
     /// The settings this limiter was started with.
     pub fn settings(&self) -> &SharedSettings {
         &self.settings

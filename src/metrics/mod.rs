@@ -127,6 +127,7 @@ pub struct Metrics {
     reloads: Family<ResultLabels, Counter>,
     in_flight: Gauge,
     shared_unavailable: Counter,
+    shared_connected: Gauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -157,6 +158,7 @@ impl Default for Metrics {
 
         let in_flight = Gauge::default();
         let shared_unavailable = Counter::default();
+        let shared_connected = Gauge::default();
         registry.register(
             "requests",
             "Requests answered, by route pattern, client and status",
@@ -212,6 +214,11 @@ impl Default for Metrics {
             "Requests that found the shared (Redis) limiter unreachable",
             Declared(shared_unavailable.clone()),
         );
+        registry.register(
+            "shared_limiter_connected",
+            "1 while the shared (Redis) limiter is connected, 0 while not; absent without [limits] redis",
+            shared_connected.clone(),
+        );
         Self {
             registry: root,
             requests,
@@ -225,6 +232,7 @@ impl Default for Metrics {
             reloads,
             in_flight,
             shared_unavailable,
+            shared_connected,
         }
     }
 }
@@ -266,9 +274,11 @@ impl Metrics {
         self.shared_unavailable.inc();
     }
 
-    /// The Prometheus (OpenMetrics) text, with key info and in-flight read now.
-    pub fn render(&self, keys: &KeyStore, in_flight: usize) -> String {
+    /// The Prometheus (OpenMetrics) text, with key info, in-flight and the
+    /// shared limiter's connection (`None`: there is none) read now.
+    pub fn render(&self, keys: &KeyStore, in_flight: usize, shared_connected: Option<bool>) -> String {
         self.in_flight.set(i64::try_from(in_flight).unwrap_or(i64::MAX));
+        self.shared_connected.set(shared_connected.map_or(0, i64::from));
         self.key_info.clear();
         self.key_state.clear();
         for slot in keys.iter() {

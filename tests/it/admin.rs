@@ -39,12 +39,16 @@ async fn shutdown_fails_readiness_closes_the_listener_and_drains() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     gate.begin_stop();
-    tokio::time::sleep(Duration::from_millis(100)).await;
-
-    let ready = get(&format!("http://{admin}/readyz"), &[]).await;
-    assert_eq!(ready.status, 503);
+    let ready = eventually("readiness fails once shutdown starts", Duration::from_secs(2), || async {
+        let ready = get(&format!("http://{admin}/readyz"), &[]).await;
+        (ready.status == 503).then_some(ready)
+    })
+    .await;
     assert_eq!(ready.json()["ready"], false);
-    assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "the proxy listener should be closed");
+    eventually("the proxy listener closes", Duration::from_secs(2), || async {
+        tokio::net::TcpStream::connect(addr).await.is_err().then_some(())
+    })
+    .await;
 
     // The in-flight request still gets its (timeout) answer, not a cut connection.
     let reply = slow.await.unwrap();

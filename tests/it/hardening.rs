@@ -172,7 +172,8 @@ async fn a_caller_leaving_mid_upload_is_a_client_abort_not_an_upstream_error() {
     let head = "POST /reports/production HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer dash-token-1\r\nContent-Length: 1000\r\n\r\n";
     stream.write_all(head.as_bytes()).await.unwrap();
     stream.write_all(&[b'a'; 100]).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The request is in mmgate's hands (its body being streamed) before the caller leaves.
+    metric_reaches(gate.admin, "mmgate_requests_in_flight", 1.0).await;
     drop(stream);
     let text = metrics_when(&gate, |t| t.contains(r#"client="dashboard",status="499"} 1"#)).await;
     assert!(no_upstream_errors(&text), "{text}");

@@ -64,10 +64,13 @@ async fn keys_share_a_budget_and_refusals_charge_nothing() {
         assert!(message.contains("budget `acme`"), "{message}");
     }
     assert_eq!(upstream.requests().len(), 2);
-    // After the budget refills (1 s), erp-sync is let through: the five
+    // Once the budget refills (1 s), erp-sync is let through: the five
     // refusals did not spend its own burst of 4.
-    tokio::time::sleep(Duration::from_millis(1100)).await;
-    assert_eq!(get(&gate.url("/reports/c"), &[AS_ERP]).await.status, 200);
+    let url = gate.url("/reports/c");
+    eventually("the budget never let erp-sync through", Duration::from_secs(3), || async {
+        (get(&url, &[AS_ERP]).await.status == 200).then_some(())
+    })
+    .await;
     assert_eq!(upstream.requests().len(), 3);
 }
 
@@ -85,8 +88,12 @@ async fn an_upstream_429_passes_through_and_cools_the_key_down() {
     // Other keys are not paused.
     assert_eq!(post(&gate.url("/erp/jobdispatch/start"), &[AS_ERP], "{}").await.status, 200);
     assert_eq!(upstream.requests().len(), 2);
-    tokio::time::sleep(Duration::from_millis(1100)).await;
-    assert_eq!(get(&gate.url("/reports/production"), &[AS_DASHBOARD]).await.status, 200);
+    // The cool-down ends: the key works again, without more upstream calls meanwhile.
+    let url = gate.url("/reports/production");
+    eventually("the cool-down never ended", Duration::from_secs(3), || async {
+        (get(&url, &[AS_DASHBOARD]).await.status == 200).then_some(())
+    })
+    .await;
     assert_eq!(upstream.requests().len(), 3);
 }
 

@@ -112,7 +112,11 @@ async fn access_log_lines_carry_every_field_as_json() {
     )
     .await;
     assert_eq!(reply.status, 200);
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Access lines reach the output within 100 ms of the response's end.
+    eventually("the access line was not written", Duration::from_secs(1), || async {
+        child.logs().contains("log-test-1").then_some(())
+    })
+    .await;
     let (code, logs) = terminate(child);
     assert_eq!(code, 0);
 

@@ -69,10 +69,21 @@ async fn rotation_under_load_drops_no_request_and_switches_within_2s() {
             sent
         }));
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    eventually("load is running", Duration::from_secs(3), || async { (upstream.requests().len() >= 20).then_some(()) })
+        .await;
     let changed_at = Instant::now();
     std::fs::write(keys.path("reporting.key"), format!("{NEW_KEY}\n")).unwrap();
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let with_new_key = |r: &Recorded| auth_of(r) == format!("Bearer {NEW_KEY}");
+    eventually("the new key never reached the upstream", Duration::from_secs(3), || async {
+        upstream.requests().iter().any(with_new_key).then_some(())
+    })
+    .await;
+    // Load goes on a little after the switch, so that late old-key use would show.
+    let switched = upstream.requests().len();
+    eventually("load after the switch", Duration::from_secs(3), || async {
+        (upstream.requests().len() >= switched + 20).then_some(())
+    })
+    .await;
     stop.store(true, Ordering::Relaxed);
     let mut sent = Vec::new();
     for w in workers {
@@ -236,9 +247,15 @@ async fn a_request_in_flight_keeps_the_key_it_started_with() {
     let (body_tx, body) = body_channel();
     let slow = tokio::spawn(async move { send_streaming(&url, &[AS_DASHBOARD], body).await });
     body_tx.send(bytes::Bytes::from_static(b"part one,")).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The request is in flight (its key chosen) before the rotation...
+    metric_reaches(gate.admin, "mmgate_requests_in_flight", 1.0).await;
     replace_file(&keys.path("reporting.key"), NEW_KEY);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // ...which is seen before the body ends.
+    let new = Fingerprint::of(NEW_KEY).to_string();
+    eventually("the new key was not read", Duration::from_secs(3), || async {
+        (fingerprint_in(&readyz(&gate).await, "reporting") == new).then_some(())
+    })
+    .await;
     body_tx.send(bytes::Bytes::from_static(b"part two")).await.unwrap();
     drop(body_tx);
     assert_eq!(slow.await.unwrap().status, 200);

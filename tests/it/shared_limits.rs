@@ -24,10 +24,12 @@ async fn two_mmgate_processes_never_exceed_the_shared_limit_together() {
         let (port, admin, own) = on_free_ports(&toml);
         let path = keys.path(&format!("{name}.toml"));
         std::fs::write(&path, own).unwrap();
-        replicas.push((port, spawn(&path, &[], admin)));
+        replicas.push((port, admin, spawn(&path, &[], admin)));
     }
-    // Both connect to Redis in the background: wait until both are ready.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Both connect to Redis in the background: wait until both have.
+    for (_, admin, _) in &replicas {
+        metric_reaches(([127, 0, 0, 1], *admin).into(), "mmgate_shared_limiter_connected", 1.0).await;
+    }
 
     let started = Instant::now();
     let mut calls = Vec::new();
@@ -52,7 +54,7 @@ async fn two_mmgate_processes_never_exceed_the_shared_limit_together() {
     assert_eq!(upstream.requests().len(), ok);
     assert!(across > 0, "some refusals come from the shared limiter");
     assert!(!redis.keys("mmgate:*").is_empty());
-    for (_, running) in replicas {
+    for (_, _, running) in replicas {
         let (code, _) = terminate(running);
         assert_eq!(code, 0);
     }
@@ -65,7 +67,9 @@ async fn redis_down_fails_open_and_comes_back_by_itself() {
     let keys = KeyDir::new();
     let toml = shared_config(&upstream, &keys, &redis.url(), "redis_timeout = \"200ms\"");
     let (a, b) = (Mmgate::start(&toml).await, Mmgate::start(&toml).await);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    for gate in [&a, &b] {
+        metric_reaches(gate.admin, "mmgate_shared_limiter_connected", 1.0).await;
+    }
 
     for _ in 0..3 {
         assert_eq!(get(&a.url("/reports/x"), &[AS_DASHBOARD]).await.status, 200);

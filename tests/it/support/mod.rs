@@ -316,6 +316,38 @@ pub async fn send_streaming(url: &str, headers: &[(&str, &str)], body: Streaming
     Reply { status: parts.status, headers: parts.headers, body }
 }
 
+/// Polls `probe` until it yields `Some`, every 10 ms for at most `within`;
+/// fails naming `what`. For waiting on evidence (a metric, a state, a log
+/// line), never on a fixed sleep.
+pub async fn eventually<T, F: std::future::Future<Output = Option<T>>>(
+    what: &str,
+    within: std::time::Duration,
+    mut probe: impl FnMut() -> F,
+) -> T {
+    let started = std::time::Instant::now();
+    loop {
+        if let Some(found) = probe().await {
+            return found;
+        }
+        assert!(started.elapsed() < within, "{what}: not within {within:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
+/// The value of one sample line (`name{labels} value`) in a metrics text.
+pub fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// Waits until the admin listener at `admin` reports `series` at `value`.
+pub async fn metric_reaches(admin: std::net::SocketAddr, series: &str, value: f64) {
+    eventually(&format!("{series} = {value}"), std::time::Duration::from_secs(3), || async {
+        let text = get(&format!("http://{admin}/metrics"), &[]).await.text();
+        (metric(&text, series) == Some(value)).then_some(())
+    })
+    .await;
+}
+
 /// A loopback port free right now.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()

@@ -1,140 +1,17 @@
-//! One request's record, from arrival to the last byte of its response: the
-//! access log line and the request metrics are written when the response
-//! body ends (or the caller goes away), so bytes out and the full latency are
-//! known, and the request counts as in flight until then.
+//! One access-log line: its fields, in order, written as text or JSON.
+//!
+//! The binary formats the line itself rather than through tracing-subscriber
+//! (see the figure on `AccessLine::log`); the bytes are those
+//! tracing-subscriber writes, which a test compares. Without the binary's
+//! sink (tests, library use), lines go through `tracing`.
 
 use std::io::Write as _;
-use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::sync::OnceLock;
-use std::task::{Context, Poll};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::SystemTime;
 
-use axum::body::Body;
-use bytes::Bytes;
-use http::{HeaderValue, Method};
-use http_body::{Body as HttpBody, Frame, SizeHint};
 use tracing::Level;
 
-use crate::conn::RequestGuard;
-use crate::error::ProxyError;
-use crate::gate::{Gate, InFlight};
-use crate::graphql::Summary;
-use crate::limit::Admission;
 use crate::logging::{self, BufferedStderr};
-use crate::metrics::{Label, Metrics};
-
-/// What is known about a request so far; logged and counted when dropped.
-pub struct Exchange {
-    gate: Arc<Gate>,
-    _in_flight: InFlight,
-    /// Marks the connection busy until the response ends (its timeouts wait).
-    _request: Option<RequestGuard>,
-    started: Instant,
-    /// The request id sent upstream and returned to the caller.
-    pub request_id: HeaderValue,
-    method: Method,
-    /// The matched route's pattern.
-    pub route: Option<Arc<str>>,
-    /// The identified client's name.
-    pub client: Option<Arc<str>>,
-    /// The checked GraphQL operation, on GraphQL routes.
-    pub graphql: Option<Summary>,
-    /// The response status.
-    pub status: u16,
-    bytes_in: Arc<AtomicU64>,
-    bytes_out: u64,
-    /// Time to the upstream's response headers, when the upstream was called.
-    pub upstream_latency: Option<Duration>,
-    body_failed: bool,
-    /// The key's in-flight permit, released with the response.
-    pub admission: Option<Admission>,
-}
-
-impl Exchange {
-    /// Starts the record of a request (`request`: its connection's guard, if any).
-    pub fn begin(gate: &Arc<Gate>, request_id: HeaderValue, method: Method, request: Option<RequestGuard>) -> Self {
-        Self {
-            gate: Arc::clone(gate),
-            _in_flight: gate.track(),
-            _request: request,
-            started: Instant::now(),
-            request_id,
-            method,
-            route: None,
-            client: None,
-            graphql: None,
-            status: 0,
-            bytes_in: Arc::default(),
-            bytes_out: 0,
-            upstream_latency: None,
-            body_failed: false,
-            admission: None,
-        }
-    }
-
-    /// The counter of request body bytes read, for the caller's body to add to.
-    pub fn bytes_in(&self) -> Arc<AtomicU64> {
-        Arc::clone(&self.bytes_in)
-    }
-
-    /// The process's metrics.
-    pub fn metrics(&self) -> &Metrics {
-        &self.gate.metrics
-    }
-
-    /// Records what an error says about the upstream.
-    pub fn failed(&mut self, error: &ProxyError) {
-        match error {
-            ProxyError::UpstreamUnreachable => self.metrics().upstream_error("unreachable"),
-            ProxyError::UpstreamTimeout => self.metrics().upstream_error("timeout"),
-            _ => {}
-        }
-    }
-
-    /// Wraps the response body; the record is written when that body ends.
-    pub fn finish(self, body: Body) -> Observed {
-        Observed { inner: body, exchange: self }
-    }
-}
-
-impl Drop for Exchange {
-    fn drop(&mut self) {
-        // Dropped before a response existed: the caller went away first
-        // (nginx's 499, "client closed request").
-        if self.status == 0 {
-            self.status = 499;
-        }
-        let latency = self.started.elapsed();
-        let route = Label(self.route.clone().unwrap_or_else(|| "none".into()));
-        let client = Label(self.client.clone().unwrap_or_else(|| "none".into()));
-        let metrics = &self.gate.metrics;
-        metrics.request(&route, &client, self.status, latency);
-        if let Some(upstream) = self.upstream_latency {
-            metrics.upstream_latency(&route, upstream);
-        }
-        if self.body_failed {
-            metrics.upstream_error("body");
-        }
-        let micros = |d: Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
-        AccessLine {
-            request_id: self.request_id.to_str().unwrap_or_default(),
-            method: self.method.as_str(),
-            route: &route.0,
-            client: &client.0,
-            operation: self.graphql.as_ref().and_then(|g| g.kind).map(|k| k.as_str()),
-            operation_name: self.graphql.as_ref().and_then(|g| g.name.as_deref()),
-            status: self.status,
-            bytes_in: self.bytes_in.load(Ordering::Relaxed),
-            bytes_out: self.bytes_out,
-            latency_us: micros(latency),
-            upstream_latency_us: self.upstream_latency.map(micros),
-            body_cut: self.body_failed,
-        }
-        .log();
-    }
-}
 
 /// Where the binary sends access lines, formatted here rather than by
 /// tracing-subscriber: the same text, at a fraction of the cost (a generic
@@ -293,43 +170,6 @@ impl Fields<'_> {
     fn number(&mut self, name: &str, value: u64) {
         self.name(name);
         self.out.extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// A response body that reports to its exchange.
-    pub struct Observed {
-        #[pin]
-        inner: Body,
-        exchange: Exchange,
-    }
-}
-
-impl HttpBody for Observed {
-    type Data = Bytes;
-    type Error = axum::Error;
-
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
-        let this = self.project();
-        let polled = this.inner.poll_frame(cx);
-        match &polled {
-            Poll::Ready(Some(Ok(frame))) => {
-                if let Some(data) = frame.data_ref() {
-                    this.exchange.bytes_out += data.len() as u64;
-                }
-            }
-            Poll::Ready(Some(Err(_))) => this.exchange.body_failed = true,
-            _ => {}
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
     }
 }
 
