@@ -175,7 +175,7 @@ impl Fields<'_> {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Mutex;
+    use std::sync::{Arc, Mutex};
 
     use super::*;
     use crate::logging::{PlainFields, Rfc3339Micros};
