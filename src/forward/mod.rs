@@ -13,7 +13,7 @@ use axum::body::Body;
 use http::header::{self, HeaderName};
 use http::{HeaderMap, HeaderValue, Request, Uri};
 
-pub use client::{client, send, UpstreamClient, MAX_IDLE_UPSTREAM};
+pub use client::{client, send, UpstreamClient};
 
 use crate::body::CallerBodyError;
 use crate::config::UpstreamSettings;

@@ -23,7 +23,7 @@ use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
-pub use store::{KeySlot, KeyState, KeyStore, Refresh, REJECTED_AFTER};
+pub use store::{KeyState, KeyStore};
 pub use watch::{watch, Watched};
 
 /// Where a key is read from.
@@ -166,6 +166,7 @@ impl LoadedKey {
 
 #[cfg(test)]
 mod tests {
+    use super::store::{Refresh, REJECTED_AFTER};
     use super::*;
 
     #[test]

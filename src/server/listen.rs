@@ -64,7 +64,7 @@ impl Bound {
     pub fn into_tokio(self) -> io::Result<Listener> {
         Ok(match self {
             Self::Tcp(l) => Listener::Tcp(tokio::net::TcpListener::from_std(l)?),
-            Self::Unix(l, file) => Listener::Unix(tokio::net::UnixListener::from_std(l)?, file),
+            Self::Unix(l, file) => Listener::Unix { listener: tokio::net::UnixListener::from_std(l)?, _file: file },
         })
     }
 }
@@ -74,8 +74,8 @@ impl Bound {
 pub enum Listener {
     /// TCP.
     Tcp(tokio::net::TcpListener),
-    /// A Unix socket.
-    Unix(tokio::net::UnixListener, UnixSocketFile),
+    /// A Unix socket; its file is removed when the listener is dropped.
+    Unix { listener: tokio::net::UnixListener, _file: UnixSocketFile },
 }
 
 /// An accepted connection.
@@ -91,7 +91,7 @@ impl Listener {
     pub async fn accept(&self) -> io::Result<Accepted> {
         match self {
             Self::Tcp(l) => l.accept().await.map(|(s, peer)| Accepted::Tcp(s, peer)),
-            Self::Unix(l, _) => l.accept().await.map(|(s, _)| Accepted::Unix(s)),
+            Self::Unix { listener, .. } => listener.accept().await.map(|(s, _)| Accepted::Unix(s)),
         }
     }
 }

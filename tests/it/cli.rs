@@ -35,7 +35,7 @@ fn missing_key_is_one_line_naming_the_variable_and_exit_2() {
 fn check_shows_fingerprints_never_keys() {
     let (code, stdout, stderr) = run(mmgate().arg("check").env("MM_API_KEY", REPORTING_KEY));
     assert_eq!(code, 0, "{stderr}");
-    let fingerprint = &mmgate::keys::Fingerprint::of(REPORTING_KEY).to_string();
+    let fingerprint = &mmgate::Fingerprint::of(REPORTING_KEY).to_string();
     assert!(stdout.contains(fingerprint), "{stdout}");
     assert!(stdout.contains("/graphql") && stdout.contains("/reports/*") && stdout.contains("MM_API_KEY"), "{stdout}");
     assert!(!stdout.contains(REPORTING_KEY) && !stderr.contains(REPORTING_KEY));
@@ -122,7 +122,7 @@ fn a_key_file_set_from_the_environment_replaces_the_env_source() {
     // The embedded default reads MM_API_KEY, which is not set here.
     let (code, stdout, stderr) = run(mmgate().arg("check").env("MMGATE_KEYS__REPORTING__FILE", &key));
     assert_eq!(code, 0, "{stdout}{stderr}");
-    assert!(stdout.contains(&mmgate::keys::Fingerprint::of(REPORTING_KEY).to_string()), "{stdout}");
+    assert!(stdout.contains(&mmgate::Fingerprint::of(REPORTING_KEY).to_string()), "{stdout}");
     assert!(stdout.contains(&key.display().to_string()), "{stdout}");
 }
 

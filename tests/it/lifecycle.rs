@@ -5,7 +5,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use mmgate::keys::Fingerprint;
+use mmgate::Fingerprint;
 
 use crate::cli::{spawn, terminate, Running};
 use crate::support::*;

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use mmgate::keys::Fingerprint;
+use mmgate::Fingerprint;
 
 use crate::cli::{spawn_standard, terminate, StandardBinary};
 use crate::support::*;

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mmgate::keys::Fingerprint;
+use mmgate::Fingerprint;
 
 use crate::support::*;
 

@@ -5,7 +5,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::time::Duration;
 
 use mmgate::config::Settings;
-use mmgate::server::Server;
+use mmgate::Server;
 use mmgate::{Gate, Runtime};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
