@@ -22,7 +22,9 @@ pub enum IdentityError {
     SeveralHeaders,
     #[error("Authorization must be `Bearer <token>`")]
     NotBearer,
-    #[error("unknown token")]
+    #[error(
+        "unknown token: mmgate holds the MachineMetrics API key itself, so callers send the token mmgate gave them (`mmgate token NAME` mints one), or no Authorization header where an anonymous client is allowed"
+    )]
     UnknownToken,
 }
 

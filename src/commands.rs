@@ -115,6 +115,13 @@ async fn serve_on_runtime(origin: ConfigOrigin) -> ExitCode {
         eprintln!("mmgate: cannot install signal handlers");
         return ExitCode::FAILURE;
     };
+    let filter = match log_filter() {
+        Ok(filter) => filter,
+        Err(e) => {
+            eprintln!("mmgate: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
     let settings = match Settings::load(origin.clone()) {
         Ok(settings) => settings,
         Err(e) => {
@@ -122,7 +129,7 @@ async fn serve_on_runtime(origin: ConfigOrigin) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    let _log_guard = init_logging(settings.server().log_format);
+    let _log_guard = init_logging(settings.server().log_format, filter);
     for warning in settings.warnings() {
         tracing::warn!("{warning}");
     }
@@ -176,12 +183,23 @@ async fn serve_on_runtime(origin: ConfigOrigin) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// Logs to stderr (buffered: see `logging`), `RUST_LOG` filtering
-/// (default `info`), as text or JSON lines. Dropping the guard flushes.
-fn init_logging(format: LogFormat) -> FlushOnDrop {
+/// `RUST_LOG`'s filter, `info` when unset; a filter that does not parse is
+/// a start-up error (silently logging something else would hide it).
+fn log_filter() -> Result<EnvFilter, String> {
+    match std::env::var("RUST_LOG") {
+        Err(std::env::VarError::NotPresent) => Ok(EnvFilter::new("info")),
+        Err(std::env::VarError::NotUnicode(_)) => Err("RUST_LOG is not valid UTF-8".into()),
+        Ok(directives) => EnvFilter::try_new(&directives).map_err(|e| {
+            format!("RUST_LOG=`{directives}` is not a log filter ({e}); write e.g. `info` or `info,mmgate::access=off`")
+        }),
+    }
+}
+
+/// Logs to stderr (buffered: see `logging`), filtered by `filter`, as text
+/// or JSON lines. Dropping the guard flushes.
+fn init_logging(format: LogFormat, filter: EnvFilter) -> FlushOnDrop {
     let (writer, guard) = BufferedStderr::new();
     writer.spawn_flusher(Duration::from_millis(100));
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     if !ansi {
         // Coloured lines (a terminal) keep going through tracing-subscriber.

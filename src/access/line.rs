@@ -35,8 +35,9 @@ pub fn write_lines_to(out: BufferedStderr) {
     let _ = SINK.set(AccessSink { out });
 }
 
-/// One access-log line's fields, in their logged order.
-#[derive(Debug, Clone, Copy)]
+/// One access-log line's fields, in their logged order; optional ones are
+/// left out when absent.
+#[derive(Debug, Clone, Copy, Default)]
 pub struct AccessLine<'a> {
     /// The request id sent upstream and returned.
     pub request_id: &'a str,
@@ -44,20 +45,40 @@ pub struct AccessLine<'a> {
     pub method: &'a str,
     /// The matched route's pattern, or `none`.
     pub route: &'a str,
+    /// The normalised path (what the upstream got), once it was read.
+    pub path: Option<&'a str>,
     /// The identified client, or `none`.
     pub client: &'a str,
+    /// Who called: `address:port`, or `uid:N` on a Unix socket.
+    pub peer: &'a str,
+    /// The caller's `User-Agent`.
+    pub user_agent: Option<&'a str>,
+    /// The status the caller got (499: it left first).
+    pub status: u16,
+    /// Who produced that status: `mmgate` or `upstream`.
+    pub by: &'a str,
+    /// mmgate's error code, when mmgate refused or failed.
+    pub code: Option<&'a str>,
+    /// The limit that refused a 429, as `kind:name`.
+    pub limit: Option<&'a str>,
+    /// The upstream's status, when it answered.
+    pub upstream_status: Option<u16>,
     /// The GraphQL operation type, on GraphQL routes.
     pub operation: Option<&'a str>,
     /// The GraphQL operation's name, when it has one.
     pub operation_name: Option<&'a str>,
-    /// The status the caller got (499: it left first).
-    pub status: u16,
+    /// Operations in the request (a batch has several).
+    pub operations: Option<u64>,
+    /// The selected operation's depth, as MachineMetrics counts it.
+    pub depth: Option<u64>,
+    /// The selected operation's nodes, as MachineMetrics counts them.
+    pub nodes: Option<u64>,
     /// Request body bytes read.
     pub bytes_in: u64,
     /// Response body bytes sent.
     pub bytes_out: u64,
     /// Time to the end of the response body.
-    pub latency_us: u64,
+    pub duration_us: u64,
     /// Time to the upstream's response headers.
     pub upstream_latency_us: Option<u64>,
     /// The response body failed or stalled and was cut.
@@ -73,7 +94,7 @@ impl AccessLine<'_> {
         let Some(sink) = SINK.get() else {
             return self.log_through_tracing();
         };
-        let mut line = Vec::with_capacity(320);
+        let mut line = Vec::with_capacity(384);
         let timestamp = humantime::format_rfc3339_micros(SystemTime::now());
         self.write(&mut line, logging::is_json(), timestamp);
         sink.out.write_line(&line);
@@ -85,13 +106,23 @@ impl AccessLine<'_> {
             request_id = self.request_id,
             method = %self.method,
             route = self.route,
+            path = self.path,
             client = self.client,
+            peer = self.peer,
+            user_agent = self.user_agent,
+            status = self.status,
+            by = self.by,
+            code = self.code,
+            limit = self.limit,
+            upstream_status = self.upstream_status,
             operation = self.operation,
             operation_name = self.operation_name,
-            status = self.status,
+            operations = self.operations,
+            depth = self.depth,
+            nodes = self.nodes,
             bytes_in = self.bytes_in,
             bytes_out = self.bytes_out,
-            latency_us = self.latency_us,
+            duration_us = self.duration_us,
             upstream_latency_us = self.upstream_latency_us,
             body_cut = self.body_cut,
         );
@@ -110,20 +141,24 @@ impl AccessLine<'_> {
         f.string("request_id", self.request_id);
         f.displayed("method", self.method);
         f.string("route", self.route);
+        f.maybe_string("path", self.path);
         f.string("client", self.client);
-        if let Some(operation) = self.operation {
-            f.string("operation", operation);
-        }
-        if let Some(name) = self.operation_name {
-            f.string("operation_name", name);
-        }
+        f.string("peer", self.peer);
+        f.maybe_string("user_agent", self.user_agent);
         f.number("status", self.status.into());
+        f.string("by", self.by);
+        f.maybe_string("code", self.code);
+        f.maybe_string("limit", self.limit);
+        f.maybe_number("upstream_status", self.upstream_status.map(u64::from));
+        f.maybe_string("operation", self.operation);
+        f.maybe_string("operation_name", self.operation_name);
+        f.maybe_number("operations", self.operations);
+        f.maybe_number("depth", self.depth);
+        f.maybe_number("nodes", self.nodes);
         f.number("bytes_in", self.bytes_in);
         f.number("bytes_out", self.bytes_out);
-        f.number("latency_us", self.latency_us);
-        if let Some(upstream) = self.upstream_latency_us {
-            f.number("upstream_latency_us", upstream);
-        }
+        f.number("duration_us", self.duration_us);
+        f.maybe_number("upstream_latency_us", self.upstream_latency_us);
         f.boolean("body_cut", self.body_cut);
         f.out.extend_from_slice(if json { b",\"target\":\"mmgate::access\"}\n" } else { b"\n" });
     }
@@ -165,6 +200,18 @@ impl Fields<'_> {
         }
         self.name(name);
         self.out.extend_from_slice(value.as_bytes());
+    }
+
+    fn maybe_string(&mut self, name: &str, value: Option<&str>) {
+        if let Some(value) = value {
+            self.string(name, value);
+        }
+    }
+
+    fn maybe_number(&mut self, name: &str, value: Option<u64>) {
+        if let Some(value) = value {
+            self.number(name, value);
+        }
     }
 
     fn boolean(&mut self, name: &str, value: bool) {
@@ -230,13 +277,23 @@ mod tests {
             request_id: "3f9c0a1b2c4d-0000002a",
             method: "POST",
             route: "/graphql",
+            path: Some("/graphql"),
             client: "dashboard",
+            peer: "127.0.0.1:50312",
+            user_agent: Some("apollo-client/4.0 \"quoted\""),
+            status: 429,
+            by: "mmgate",
+            code: Some("rate_limited"),
+            limit: Some("client:dashboard"),
+            upstream_status: Some(200),
             operation: Some("query"),
             operation_name: Some("Machines"),
-            status: 200,
+            operations: Some(1),
+            depth: Some(2),
+            nodes: Some(3),
             bytes_in: 74,
             bytes_out: 5121,
-            latency_us: 48210,
+            duration_us: 48210,
             upstream_latency_us: Some(47650),
             body_cut: false,
         };
@@ -246,14 +303,12 @@ mod tests {
             method: "GET",
             route: "/odd\"route\\é\n",
             client: "none",
-            operation: None,
-            operation_name: None,
+            peer: "uid:1000",
             status: 499,
-            bytes_in: 0,
+            by: "mmgate",
             bytes_out: u64::MAX,
-            latency_us: 0,
-            upstream_latency_us: None,
             body_cut: true,
+            ..AccessLine::default()
         };
         // Same length timestamps; everything after them must be identical.
         let skip = "2026-11-27T23:46:05.549290Z".len() + r#"{"timestamp":"""#.len();

@@ -18,12 +18,22 @@ use http_body::{Body as HttpBody, Frame, SizeHint};
 
 pub use line::{write_lines_to, AccessLine};
 
+use crate::client::Peer;
 use crate::conn::RequestGuard;
-use crate::error::ProxyError;
+use crate::error::{negotiate, Answer, ProxyError, Shape, GRAPHQL_METHODS, REST_METHODS};
 use crate::gate::{Gate, InFlight};
 use crate::graphql::Summary;
 use crate::limit::Admission;
 use crate::metrics::{Label, Metrics};
+
+/// Who produced the status a caller got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum By {
+    /// mmgate refused or failed.
+    Mmgate,
+    /// The upstream's answer, passed through.
+    Upstream,
+}
 
 /// What is known about a request so far; logged and counted when dropped.
 pub struct Exchange {
@@ -35,14 +45,22 @@ pub struct Exchange {
     /// The request id sent upstream and returned to the caller.
     pub request_id: HeaderValue,
     method: Method,
+    peer: Peer,
+    user_agent: Option<HeaderValue>,
     /// The matched route's pattern.
     pub route: Option<Arc<str>>,
+    /// The normalised path, once read.
+    pub path: Option<Box<str>>,
     /// The identified client's name.
     pub client: Option<Arc<str>>,
     /// The checked GraphQL operation, on GraphQL routes.
     pub graphql: Option<Summary>,
     /// The response status.
     pub status: u16,
+    by: By,
+    code: Option<&'static str>,
+    limit: Option<String>,
+    upstream_status: Option<u16>,
     bytes_in: Arc<AtomicU64>,
     bytes_out: u64,
     /// Time to the upstream's response headers, when the upstream was called.
@@ -50,27 +68,56 @@ pub struct Exchange {
     body_failed: bool,
     /// The key's in-flight permit, released with the response.
     pub admission: Option<Admission>,
+    /// On a GraphQL route: the caller's `Accept`, which picks a refusal's media type.
+    pub graphql_accept: Option<Option<HeaderValue>>,
 }
 
 impl Exchange {
-    /// Starts the record of a request (`request`: its connection's guard, if any).
-    pub fn begin(gate: &Arc<Gate>, request_id: HeaderValue, method: Method, request: Option<RequestGuard>) -> Self {
+    /// Starts the record of a request from `peer` (`request`: its
+    /// connection's guard, if any).
+    pub fn begin(
+        gate: &Arc<Gate>,
+        request_id: HeaderValue,
+        (method, headers): (&Method, &http::HeaderMap),
+        peer: Peer,
+        request: Option<RequestGuard>,
+    ) -> Self {
         Self {
             gate: Arc::clone(gate),
             _in_flight: gate.track(),
             _request: request,
             started: Instant::now(),
             request_id,
-            method,
+            method: method.clone(),
+            peer,
+            user_agent: headers.get(http::header::USER_AGENT).cloned(),
             route: None,
+            path: None,
             client: None,
             graphql: None,
             status: 0,
+            by: By::Mmgate,
+            code: None,
+            limit: None,
+            upstream_status: None,
             bytes_in: Arc::default(),
             bytes_out: 0,
             upstream_latency: None,
             body_failed: false,
             admission: None,
+            graphql_accept: None,
+        }
+    }
+
+    /// How a refusal of this request is written: in the API's own shape, with
+    /// the matched route's methods in `Allow`.
+    pub fn answer(&self) -> Answer<'_> {
+        let request_id = self.request_id.to_str().unwrap_or_default();
+        match &self.graphql_accept {
+            Some(accept) => {
+                Answer { request_id, shape: Shape::Graphql(negotiate(accept.as_ref())), allow: GRAPHQL_METHODS }
+            }
+            None => Answer { request_id, shape: Shape::Rest, allow: REST_METHODS },
         }
     }
 
@@ -84,13 +131,23 @@ impl Exchange {
         &self.gate.metrics
     }
 
-    /// Records what an error says about the upstream.
+    /// Records mmgate's own answer: its code, the limit behind a 429, and
+    /// what it says about the upstream.
     pub fn failed(&mut self, error: &ProxyError) {
+        self.by = By::Mmgate;
+        self.code = Some(error.code());
         match error {
             ProxyError::UpstreamUnreachable => self.metrics().upstream_error("unreachable"),
             ProxyError::UpstreamTimeout => self.metrics().upstream_error("timeout"),
+            ProxyError::RateLimited(limited) => self.limit = Some(limited.limit.clone()),
             _ => {}
         }
+    }
+
+    /// Records that the upstream answered with `status`.
+    pub fn answered(&mut self, status: u16) {
+        self.by = By::Upstream;
+        self.upstream_status = Some(status);
     }
 
     /// Wraps the response body; the record is written when that body ends.
@@ -105,12 +162,13 @@ impl Drop for Exchange {
         // (nginx's 499, "client closed request").
         if self.status == 0 {
             self.status = 499;
+            self.code = Some("caller_gone");
         }
-        let latency = self.started.elapsed();
+        let duration = self.started.elapsed();
         let route = Label(self.route.clone().unwrap_or_else(|| "none".into()));
         let client = Label(self.client.clone().unwrap_or_else(|| "none".into()));
         let metrics = &self.gate.metrics;
-        metrics.request(&route, &client, self.status, latency);
+        metrics.request(&route, &client, self.status, duration);
         if let Some(upstream) = self.upstream_latency {
             metrics.upstream_latency(&route, upstream);
         }
@@ -118,17 +176,36 @@ impl Drop for Exchange {
             metrics.upstream_error("body");
         }
         let micros = |d: Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        let peer = match self.peer {
+            Peer::Tcp(addr) => addr.to_string(),
+            Peer::Unix { uid: Some(uid) } => format!("uid:{uid}"),
+            Peer::Unix { uid: None } => "unix".to_owned(),
+        };
+        let graphql = self.graphql.as_ref();
         AccessLine {
             request_id: self.request_id.to_str().unwrap_or_default(),
             method: self.method.as_str(),
             route: &route.0,
+            path: self.path.as_deref(),
             client: &client.0,
-            operation: self.graphql.as_ref().and_then(|g| g.kind).map(|k| k.as_str()),
-            operation_name: self.graphql.as_ref().and_then(|g| g.name.as_deref()),
+            peer: &peer,
+            user_agent: self.user_agent.as_ref().and_then(|v| v.to_str().ok()),
             status: self.status,
+            by: match self.by {
+                By::Mmgate => "mmgate",
+                By::Upstream => "upstream",
+            },
+            code: self.code,
+            limit: self.limit.as_deref(),
+            upstream_status: self.upstream_status,
+            operation: graphql.and_then(|g| g.kind).map(|k| k.as_str()),
+            operation_name: graphql.and_then(|g| g.name.as_deref()),
+            operations: graphql.map(|g| g.operations),
+            depth: graphql.map(|g| u64::from(g.depth)),
+            nodes: graphql.map(|g| g.nodes),
             bytes_in: self.bytes_in.load(Ordering::Relaxed),
             bytes_out: self.bytes_out,
-            latency_us: micros(latency),
+            duration_us: micros(duration),
             upstream_latency_us: self.upstream_latency.map(micros),
             body_cut: self.body_failed,
         }

@@ -136,9 +136,38 @@ fn read_file(path: &Path) -> Result<String, ConfigError> {
         path: path.display().to_string(),
         reason: match e.kind() {
             std::io::ErrorKind::NotFound => "no such file; pass an existing file with --config".into(),
-            _ => e.to_string(),
+            _ => crate::keys::unreadable(&e),
         },
     })
+}
+
+/// A key path as validation spells it: `routes[2].path`, not `routes.2.path`.
+fn key_path(path: &[String]) -> String {
+    let mut out = String::new();
+    for part in path {
+        if part.bytes().all(|b| b.is_ascii_digit()) && !out.is_empty() {
+            out.push('[');
+            out.push_str(part);
+            out.push(']');
+        } else {
+            if !out.is_empty() {
+                out.push('.');
+            }
+            out.push_str(part);
+        }
+    }
+    out
+}
+
+/// What a value should have been, in an operator's words rather than Rust's.
+fn expected_in_words(expected: &str) -> String {
+    match expected {
+        "u8" | "u16" | "u32" | "u64" | "usize" | "i32" | "i64" => "a whole number".into(),
+        "a sequence" => "a list, e.g. [\"reporting\"]".into(),
+        "a map" => "a table".into(),
+        other if other.starts_with("struct ") => "a table".into(),
+        other => other.into(),
+    }
 }
 
 /// One figment error, naming the key path, or the variable when an
@@ -152,14 +181,18 @@ fn describe_figment_error(e: &figment::Error, overrides: &Overrides) -> String {
             from_env = true;
             format!("unknown key `{field}`; expected one of: {}", expected.join(", "))
         }
+        figment::error::Kind::InvalidType(actual, expected) => {
+            let found = actual.to_string().replace("signed int", "number").replace("unsigned int", "number");
+            format!("expected {}, found {found}", expected_in_words(expected))
+        }
         kind => kind.to_string(),
     };
     if from_env {
         if let Some(var) = overrides.var_under(&e.path) {
-            return format!("{var}: {what} (this variable overrides `{}`)", e.path.join("."));
+            return format!("{var}: {what} (this variable overrides `{}`)", key_path(&e.path));
         }
     }
-    let key = e.path.join(".");
+    let key = key_path(&e.path);
     if key.is_empty() {
         what
     } else {

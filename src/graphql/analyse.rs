@@ -72,6 +72,12 @@ pub struct Operation {
     pub name: Option<String>,
     /// The distinct names (not aliases) of its root fields, fragments expanded.
     pub root_fields: Vec<String>,
+    /// Nesting of fields that have a selection set, fragments expanded, as
+    /// MachineMetrics counts depth (`{ machines { name } }` is 1).
+    pub depth: u32,
+    /// Fields that have a selection set, every occurrence counted, fragments
+    /// expanded (saturating): MachineMetrics' nodes.
+    pub nodes: u64,
 }
 
 /// A limit on a document's shape, as named in messages.
@@ -83,6 +89,29 @@ pub enum ShapeLimit {
     Aliases,
     /// `max_root_fields`.
     RootFields,
+    /// `max_tokens`.
+    Tokens,
+}
+
+impl ShapeLimit {
+    /// The setting's name.
+    pub fn setting(self) -> &'static str {
+        match self {
+            Self::Depth => "max_depth",
+            Self::Aliases => "max_aliases",
+            Self::RootFields => "max_root_fields",
+            Self::Tokens => "max_tokens",
+        }
+    }
+
+    fn what(self) -> &'static str {
+        match self {
+            Self::Depth => "depth",
+            Self::Aliases => "aliases",
+            Self::RootFields => "root fields",
+            Self::Tokens => "tokens",
+        }
+    }
 }
 
 /// Why a document was refused before any policy was applied.
@@ -94,23 +123,26 @@ pub enum AnalysisError {
     /// `__schema` or `__type` on a route without introspection (a policy denial).
     #[error("introspection (`__schema`, `__type`) is disabled on this route")]
     Introspection,
-    /// A shape limit was passed: `found` (at least) against `allowed`.
+    /// A shape limit was passed (400 `graphql_limit`).
     #[error("{}", describe_limit(*.limit, *.found, *.allowed))]
     Limit {
         /// Which limit.
         limit: ShapeLimit,
-        /// What the document has (saturated for huge expansions).
-        found: u64,
+        /// What the document has (saturated for huge expansions); `None`
+        /// when counting stopped at the limit ("more than").
+        found: Option<u64>,
         /// What the route allows.
         allowed: u32,
     },
 }
 
-fn describe_limit(limit: ShapeLimit, found: u64, allowed: u32) -> String {
-    match limit {
-        ShapeLimit::Depth => format!("selection depth {found}; this route allows at most {allowed}"),
-        ShapeLimit::Aliases => format!("{found} aliases; this route allows at most {allowed}"),
-        ShapeLimit::RootFields => format!("{found} root fields; this route allows at most {allowed}"),
+/// `max_depth exceeded: depth 6, at most 5`: the limit, what was found and what is allowed.
+fn describe_limit(limit: ShapeLimit, found: Option<u64>, allowed: u32) -> String {
+    let (setting, what) = (limit.setting(), limit.what());
+    match (limit, found) {
+        (_, None) => format!("{setting} exceeded: more than {allowed} {what}, at most {allowed}"),
+        (ShapeLimit::Depth, Some(found)) => format!("{setting} exceeded: {what} {found}, at most {allowed}"),
+        (_, Some(found)) => format!("{setting} exceeded: {found} {what}, at most {allowed}"),
     }
 }
 
@@ -137,6 +169,10 @@ pub fn analyse(document: &str, operation_name: Option<&str>, limits: &Limits) ->
         .parse();
     if let Some(e) = tree.errors().next() {
         let (line, column) = position(document, e.index());
+        let tokens = tree.token_limit();
+        if e.is_limit() && tokens.high >= tokens.limit {
+            return Err(AnalysisError::Limit { limit: ShapeLimit::Tokens, found: None, allowed: limits.max_tokens });
+        }
         if e.is_limit() {
             return malformed(format!(
                 "document too large or too deeply nested ({}) at line {line}, column {column}",
@@ -168,7 +204,7 @@ pub fn analyse(document: &str, operation_name: Option<&str>, limits: &Limits) ->
     if aliases > limits.max_aliases {
         return Err(AnalysisError::Limit {
             limit: ShapeLimit::Aliases,
-            found: aliases.into(),
+            found: Some(aliases.into()),
             allowed: limits.max_aliases,
         });
     }
@@ -190,18 +226,22 @@ pub fn analyse(document: &str, operation_name: Option<&str>, limits: &Limits) ->
         // The operation's own selection set is a level too.
         let depth = u64::from(shape.depth) + 1;
         if depth > u64::from(limits.max_depth) {
-            return Err(AnalysisError::Limit { limit: ShapeLimit::Depth, found: depth, allowed: limits.max_depth });
+            return Err(AnalysisError::Limit {
+                limit: ShapeLimit::Depth,
+                found: Some(depth),
+                allowed: limits.max_depth,
+            });
         }
         if shape.roots > u64::from(limits.max_root_fields) {
             return Err(AnalysisError::Limit {
                 limit: ShapeLimit::RootFields,
-                found: shape.roots,
+                found: Some(shape.roots),
                 allowed: limits.max_root_fields,
             });
         }
         let mut root_fields = Vec::new();
         measured.root_names(&set, &mut root_fields)?;
-        out.push(Operation { kind, name, root_fields });
+        out.push(Operation { kind, name, root_fields, depth: shape.depth, nodes: shape.nodes });
     }
     Ok(out)
 }

@@ -13,13 +13,21 @@ pub use analyse::{analyse, AnalysisError, Limits, Operation, OperationKind, Shap
 pub use cache::{Analysed, AnalysisCache};
 pub use request::{CarrierError, GraphqlRequest};
 
-/// What the access log reports about a checked GraphQL request.
+/// What the access log reports about a checked GraphQL request: the
+/// operation that will run (of the first batch item), and how many the
+/// request carries.
 #[derive(Debug, Clone, Default)]
 pub struct Summary {
-    /// The type of the (first) selected operation.
+    /// The type of the selected operation.
     pub kind: Option<OperationKind>,
     /// Its name, when it has one.
     pub name: Option<String>,
+    /// Operations in the request: one per batch item.
+    pub operations: u64,
+    /// The selected operation's depth, as MachineMetrics counts it.
+    pub depth: u32,
+    /// The selected operation's nodes, as MachineMetrics counts them.
+    pub nodes: u64,
 }
 
 /// Documents above this size that were not analysed before are analysed on

@@ -24,6 +24,7 @@ use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
 pub use store::{KeyState, KeyStore};
+
 pub use watch::{watch, Watched};
 
 /// Where a key is read from.
@@ -59,8 +60,9 @@ pub enum KeyError {
     NotAHeaderValue { key: String, from: KeySource },
 }
 
-/// Why a key file could not be read, and what to do, in an operator's words.
-fn unreadable(e: &std::io::Error) -> String {
+/// Why a file could not be read, and what to do, in an operator's words
+/// (not the OS's: "entity not found", "os error 13").
+pub fn unreadable(e: &std::io::Error) -> String {
     match e.kind() {
         std::io::ErrorKind::NotFound => "no such file; create it or fix the path".to_owned(),
         std::io::ErrorKind::PermissionDenied => {

@@ -115,6 +115,11 @@ impl Named {
         Self { kind, name: name.to_owned(), gcra, shared_key }
     }
 
+    /// The limit this cell enforces.
+    pub(super) fn limit(&self) -> Limit {
+        self.gcra.limit
+    }
+
     /// How the caller is told about it: "client `dashboard` (2/s burst 5)".
     pub(super) fn describe(&self) -> String {
         format!("{} `{}` ({})", self.kind.as_str(), self.name, self.gcra.limit)

@@ -181,6 +181,7 @@ impl<C: Clock> Limiters<C> {
                     name: name.to_owned(),
                     limit: format!("upstream cool-down of `{name}`"),
                     retry_after: Duration::from_nanos(until - now),
+                    rate: None,
                 });
             }
         }
@@ -191,6 +192,7 @@ impl<C: Clock> Limiters<C> {
                 name: k.name.clone(),
                 limit: format!("key `{}` max_in_flight {max}", k.name),
                 retry_after: Duration::from_secs(1),
+                rate: None,
             })?),
         };
 
@@ -207,6 +209,7 @@ impl<C: Clock> Limiters<C> {
                         name: named.name.clone(),
                         limit: named.describe(),
                         retry_after: Duration::from_nanos(wait),
+                        rate: Some(named.limit()),
                     });
                 }
             }
@@ -246,12 +249,14 @@ impl<C: Clock> Limiters<C> {
             Verdict::Admitted => Ok(SharedCheck::Passed),
             Verdict::Refused { index, wait } => {
                 self.refund(client, k);
-                let (name, limit) = named.get(index).map_or_else(Default::default, |n| (n.name.clone(), n.describe()));
+                let refused = named.get(index);
+                let (name, limit) = refused.map_or_else(Default::default, |n| (n.name.clone(), n.describe()));
                 Err(SharedRefusal::Limit(Refusal {
                     kind: LimitKind::Shared,
                     name,
                     limit: format!("{limit} across replicas"),
                     retry_after: wait,
+                    rate: refused.map(|n| n.limit()),
                 }))
             }
             Verdict::Unavailable => {

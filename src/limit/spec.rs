@@ -48,6 +48,8 @@ pub struct Refusal {
     pub limit: String,
     /// How long until a retry can pass.
     pub retry_after: Duration,
+    /// The rate that refused, for a GCRA limit (not for a cool-down or an in-flight cap).
+    pub rate: Option<Limit>,
 }
 
 /// How the shared limiter let a request through.

@@ -42,17 +42,17 @@ pub(super) async fn check(
     }
     policy::graphql(analysed.iter().flat_map(|ops| ops.iter()), is_get, caller, rule, scopes)?;
 
-    let summary = items
-        .first()
-        .zip(analysed.first())
-        .and_then(|(item, ops)| {
-            let selected = match &item.operation_name {
-                Some(name) => ops.iter().find(|op| op.name.as_deref() == Some(name.as_str())),
-                None => ops.first(),
-            }?;
-            Some(Summary { kind: Some(selected.kind), name: selected.name.clone() })
-        })
-        .unwrap_or_default();
+    let selected = items.first().zip(analysed.first()).and_then(|(item, ops)| match &item.operation_name {
+        Some(name) => ops.iter().find(|op| op.name.as_deref() == Some(name.as_str())),
+        None => ops.first(),
+    });
+    let summary = Summary {
+        kind: selected.map(|op| op.kind),
+        name: selected.and_then(|op| op.name.clone()),
+        operations: items.len() as u64,
+        depth: selected.map_or(0, |op| op.depth),
+        nodes: selected.map_or(0, |op| op.nodes),
+    };
     Ok((Request::from_parts(parts, Body::from(bytes)), summary))
 }
 

@@ -58,7 +58,7 @@ where
     B::Error: Into<BoxError>,
 {
     let request_id = request_id(request.headers());
-    let mut exchange = Exchange::begin(&gate, request_id, request.method().clone(), request_guard);
+    let mut exchange = Exchange::begin(&gate, request_id, (request.method(), request.headers()), peer, request_guard);
     let runtime = gate.runtime();
     let server = runtime.settings().server();
     let (count, max_body, idle) = (exchange.bytes_in(), server.max_body, server.body_idle_timeout);
@@ -67,7 +67,7 @@ where
         Ok(response) => response,
         Err(e) => {
             exchange.failed(&e);
-            e.into_response(exchange.request_id.to_str().unwrap_or_default())
+            e.into_response(&exchange.answer())
         }
     };
     response.headers_mut().insert(X_REQUEST_ID.clone(), exchange.request_id.clone());
@@ -89,8 +89,12 @@ async fn checked_forward(
     // 1. Route. A cheap clone (shared bytes) so the path can outlive moving the request.
     let uri = request.uri().clone();
     let path = route::normalise(uri.path())?;
+    exchange.path = Some(path.as_ref().into());
     let route = runtime.routes().find(&path).ok_or(ProxyError::NoRoute)?;
     exchange.route = Some(Arc::clone(&route.spec.pattern));
+    if let RouteKind::Graphql(_) = route.spec.kind {
+        exchange.graphql_accept = Some(request.headers().get(header::ACCEPT).cloned());
+    }
 
     // 2. Identify.
     let client = settings.clients().identify(request.headers(), peer)?;
@@ -149,6 +153,7 @@ async fn checked_forward(
         forward::send(runtime.upstream(), outbound, upstream.timeout, upstream.body_idle_timeout, admission).await?;
     exchange.admission = admission;
     exchange.upstream_latency = Some(sent.elapsed());
+    exchange.answered(response.status().as_u16());
 
     // What the answer says about the key and the company's quota.
     if response.status() == StatusCode::UNAUTHORIZED {

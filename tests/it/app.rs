@@ -115,7 +115,10 @@ async fn identity() {
     )
     .await;
     let unknown = case(Method::GET, target).header("authorization", "Bearer mm-old-machinemetrics-key");
-    refused(&gate, unknown, 401, "unauthenticated", "unknown token").await;
+    let reply = unknown.send(&gate).await;
+    let message = reply.assert_error(401, "unauthenticated");
+    assert!(message.starts_with("unknown token: mmgate holds the MachineMetrics API key itself"), "{message}");
+    assert_eq!(reply.headers["www-authenticate"], "Bearer realm=\"mmgate\"");
     let basic = case(Method::GET, target).header("authorization", "Basic YTpi");
     refused(&gate, basic, 401, "unauthenticated", "Authorization must be `Bearer <token>`").await;
     let twice = case(Method::GET, target).by_dashboard().by_dashboard();
@@ -199,9 +202,11 @@ async fn sizes_and_limits() {
         second,
         429,
         "rate_limited",
-        "rate limit `client `narrow` (1/min burst 1)` exceeded; retry in 60 s",
+        "rate limit client `narrow` (1/min burst 1) exceeded; retry in 60 s",
     )
     .await;
     assert_eq!(reply.headers["retry-after"], "60");
+    assert_eq!(reply.headers["ratelimit-policy"], "\"client-narrow\";q=1;w=60");
+    assert_eq!(reply.headers["ratelimit"], "\"client-narrow\";r=0;t=60");
     assert_eq!(reply.status, StatusCode::TOO_MANY_REQUESTS);
 }

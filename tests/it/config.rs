@@ -247,3 +247,30 @@ fn an_open_anonymous_client_on_a_non_loopback_listener_is_an_error() {
     let bad = problems(&format!("{base}anonymous_from = [\"10.0.0.0/33\"]\n"));
     assert!(bad[0].starts_with("clients.local.anonymous_from[0]: `10.0.0.0/33` is not a network"), "{bad:?}");
 }
+
+#[test]
+fn parse_errors_speak_an_operators_language_with_validations_key_paths() {
+    let cases = [
+        (format!("{KEY}{ROUTE}bogus = 1\n"), "routes[0].bogus: unknown key `bogus`"),
+        (
+            format!("[server]\nmax_headers = \"many\"\n{KEY}{ROUTE}"),
+            "server.max_headers: expected a whole number, found string \"many\"",
+        ),
+        (format!("{KEY}[[routes]]\npath = 5\n"), "routes[0].path: expected a string, found number `5`"),
+        (
+            "[keys.k]\nenv = \"X\"\nscopes = \"reporting\"\n".to_owned(),
+            "keys.k.scopes: expected a list, e.g. [\"reporting\"], found string \"reporting\"",
+        ),
+        (
+            format!("[upstream]\nca_file = \"/nonexistent/ca.pem\"\n{KEY}{ROUTE}"),
+            "upstream.ca_file: cannot read /nonexistent/ca.pem: no such file",
+        ),
+    ];
+    for (toml, expected) in cases {
+        let all = problems(&toml).join("\n");
+        assert!(all.contains(expected), "{expected}\nnot in\n{all}");
+        for rust in ["u32", "os error", "entity not found", "invalid type", "a sequence"] {
+            assert!(!all.contains(rust), "`{rust}` in {all}");
+        }
+    }
+}

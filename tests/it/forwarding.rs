@@ -66,7 +66,7 @@ async fn request_ids_are_kept_or_made_and_returned() {
     // Errors carry the id too, in the header and the body.
     let reply = get(&gate.url("/nowhere"), &[("x-request-id", "err-1")]).await;
     reply.assert_error(404, "no_route");
-    assert_eq!(reply.json()["error"]["request_id"], "err-1");
+    assert_eq!(reply.json()["request_id"], "err-1");
 }
 
 #[tokio::test]

@@ -182,19 +182,21 @@ async fn carriers() {
 async fn shape_limits_and_introspection() {
     let (gate, upstream, _keys) = setup().await;
     let strict = gate.url("/strict/graphql");
-    for (query, code) in [
-        ("{ a { b { c { d } } } }", 400),                                    // depth 4 > 3
-        ("{ a { ...F } } fragment F on T { b { c { d } } }", 400),           // depth through a fragment
-        ("{ ...A } fragment A on Q { ...B } fragment B on Q { ...A }", 400), // cycle
-        ("{ x: a y: a z: a }", 400),                                         // 3 aliases > 2
-        ("{ a b c }", 400),                                                  // 3 root fields > 2
-        ("{ __schema { types { name } } }", 403),                            // introspection off
-        ("{ m: machines { ...on Machine { __type(name: \"X\") { name } } } }", 403),
+    for (query, code, expected) in [
+        ("{ a { b { c { d } } } }", 400, "graphql_limit"), // depth 4 > 3
+        ("{ a { ...F } } fragment F on T { b { c { d } } }", 400, "graphql_limit"), // through a fragment
+        ("{ ...A } fragment A on Q { ...B } fragment B on Q { ...A }", 400, "bad_graphql"), // cycle
+        ("{ x: a y: a z: a }", 400, "graphql_limit"),      // 3 aliases > 2
+        ("{ a b c }", 400, "graphql_limit"),               // 3 root fields > 2
+        ("{ __schema { types { name } } }", 403, "scope_denied"), // introspection off
+        ("{ m: machines { ...on Machine { __type(name: \"X\") { name } } } }", 403, "scope_denied"),
     ] {
         let body = serde_json::json!({ "query": query }).to_string();
         let reply = post(&strict, &[AS_DASHBOARD, JSON], body).await;
-        let expected = if code == 400 { "bad_graphql" } else { "scope_denied" };
-        reply.assert_error(code, expected);
+        let message = reply.assert_error(code, expected);
+        if expected == "graphql_limit" {
+            assert!(message.contains(" exceeded: ") && message.contains("at most"), "{message}");
+        }
     }
     upstream.assert_untouched();
     let body = serde_json::json!({ "query": "{ __typename a { b { c } } }" }).to_string();

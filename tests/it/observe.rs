@@ -134,7 +134,7 @@ async fn access_log_lines_carry_every_field_as_json() {
     assert_eq!(line["status"], 200);
     assert_eq!(line["bytes_in"], body.len());
     assert_eq!(line["bytes_out"], reply.body.len());
-    assert!(line["latency_us"].as_u64().unwrap() >= line["upstream_latency_us"].as_u64().unwrap());
+    assert!(line["duration_us"].as_u64().unwrap() >= line["upstream_latency_us"].as_u64().unwrap());
     assert_eq!(line["body_cut"], false);
     assert!(line["timestamp"].is_string());
     for secret in [REPORTING_KEY, DASH_TOKEN] {

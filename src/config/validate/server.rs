@@ -133,7 +133,11 @@ fn extra_roots(c: &mut Checker, file: &str) -> Option<(PathBuf, Vec<CertificateD
     let certs = match CertificateDer::pem_file_iter(&path) {
         Ok(certs) => certs.collect::<Result<Vec<_>, _>>(),
         Err(e) => {
-            c.problem(key, format!("cannot read {}: {e}; {fix}", path.display()));
+            let why = match &e {
+                rustls::pki_types::pem::Error::Io(io) => crate::keys::unreadable(io),
+                other => other.to_string(),
+            };
+            c.problem(key, format!("cannot read {}: {why}; {fix}", path.display()));
             return None;
         }
     };

@@ -15,6 +15,9 @@ pub(super) struct Shape {
     pub(super) depth: u32,
     /// Fields selected at this level, fragments expanded (saturating).
     pub(super) roots: u64,
+    /// Fields with a selection set at any level below, fragments expanded
+    /// (saturating): MachineMetrics' "nodes".
+    pub(super) nodes: u64,
 }
 
 /// The document's fragments, by index.
@@ -155,25 +158,29 @@ impl Measured<'_> {
     pub(super) fn shape(&self, set: &cst::SelectionSet) -> Result<Shape, AnalysisError> {
         let mut shape = Shape::default();
         for selection in set.selections() {
-            let (depth, roots) = match selection {
+            let (depth, roots, nodes) = match selection {
                 cst::Selection::Field(field) => match field.selection_set() {
-                    Some(sub) => (self.shape(&sub)?.depth.saturating_add(1), 1),
-                    None => (0, 1),
+                    Some(sub) => {
+                        let inner = self.shape(&sub)?;
+                        (inner.depth.saturating_add(1), 1, inner.nodes.saturating_add(1))
+                    }
+                    None => (0, 1, 0),
                 },
                 cst::Selection::InlineFragment(inline) => match inline.selection_set() {
                     Some(sub) => {
                         let inner = self.shape(&sub)?;
-                        (inner.depth, inner.roots)
+                        (inner.depth, inner.roots, inner.nodes)
                     }
-                    None => (0, 0),
+                    None => (0, 0, 0),
                 },
                 cst::Selection::FragmentSpread(spread) => {
                     let inner = self.shapes[self.fragments.lookup(&spread)?];
-                    (inner.depth, inner.roots)
+                    (inner.depth, inner.roots, inner.nodes)
                 }
             };
             shape.depth = shape.depth.max(depth);
             shape.roots = shape.roots.saturating_add(roots);
+            shape.nodes = shape.nodes.saturating_add(nodes);
         }
         Ok(shape)
     }

@@ -204,20 +204,36 @@ impl Reply {
         String::from_utf8_lossy(&self.body).into_owned()
     }
 
-    /// Asserts mmgate's JSON error shape with `status` and `code`; returns the message.
+    /// Asserts one of mmgate's error shapes with `status` and `code`: REST
+    /// (`{"code","message","request_id"}`) or, on GraphQL routes, a GraphQL
+    /// response (`{"errors":[{"message","extensions":{"code","request_id"}}]}`);
+    /// returns the message.
     pub fn assert_error(&self, status: u16, code: &str) -> String {
         assert_eq!(self.status.as_u16(), status, "body: {}", self.text());
-        assert_eq!(self.headers["content-type"], "application/json");
         let json = self.json();
-        assert_eq!(json["error"]["code"], code, "{json}");
-        let request_id = json["error"]["request_id"].as_str().unwrap();
-        assert_eq!(self.headers["x-request-id"], request_id);
-        let keys: Vec<&String> = json["error"].as_object().unwrap().keys().collect();
-        assert_eq!(keys, ["code", "message", "request_id"]);
         for secret in [REPORTING_KEY, ERP_KEY, DASH_TOKEN, ERP_TOKEN] {
             assert!(!self.text().contains(secret), "secret in error body");
         }
-        json["error"]["message"].as_str().unwrap().to_owned()
+        let (fields, message) = if let Some(errors) = json.get("errors") {
+            let content_type = self.headers["content-type"].to_str().unwrap();
+            assert!(matches!(content_type, "application/json" | "application/graphql-response+json"), "{content_type}");
+            let error = &errors.as_array().unwrap()[0];
+            assert_eq!(json.as_object().unwrap().len(), 1, "{json}");
+            assert_eq!(errors.as_array().unwrap().len(), 1, "{json}");
+            let keys: Vec<&String> = error.as_object().unwrap().keys().collect();
+            assert_eq!(keys, ["extensions", "message"], "{json}");
+            let extensions: Vec<&String> = error["extensions"].as_object().unwrap().keys().collect();
+            assert_eq!(extensions, ["code", "request_id"], "{json}");
+            (error["extensions"].clone(), error["message"].clone())
+        } else {
+            assert_eq!(self.headers["content-type"], "application/json");
+            let keys: Vec<&String> = json.as_object().unwrap().keys().collect();
+            assert_eq!(keys, ["code", "message", "request_id"], "{json}");
+            (json.clone(), json["message"].clone())
+        };
+        assert_eq!(fields["code"], code, "{json}");
+        assert_eq!(self.headers["x-request-id"], fields["request_id"].as_str().unwrap());
+        message.as_str().unwrap().to_owned()
     }
 }
 
