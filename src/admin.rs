@@ -14,6 +14,7 @@ use serde::Serialize;
 
 use crate::gate::Gate;
 use crate::keys::KeyState;
+use crate::metrics::Snapshot;
 
 /// The admin router.
 pub fn app(gate: Arc<Gate>) -> Router {
@@ -43,7 +44,13 @@ struct KeyReport {
 
 async fn metrics(State(gate): State<Arc<Gate>>) -> Response {
     let runtime = gate.runtime();
-    let text = gate.metrics.render(runtime.keys(), gate.in_flight(), runtime.limiters().shared_connected());
+    let now = Snapshot {
+        in_flight: gate.in_flight(),
+        shared_connected: runtime.limiters().shared_connected(),
+        waiting: runtime.limiters().waiting(),
+        cached: runtime.shares().cache_size(),
+    };
+    let text = gate.metrics.render(runtime.keys(), now);
     ([(CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text).into_response()
 }
 

@@ -56,6 +56,7 @@ mod proxy;
 mod route;
 mod runtime;
 mod server;
+mod share;
 
 pub use client::Peer;
 pub use gate::{Gate, ReloadError};

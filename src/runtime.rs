@@ -12,6 +12,7 @@ use crate::graphql::AnalysisCache;
 use crate::keys::{KeyError, KeySource, KeyStore, Watched};
 use crate::limit::{KeyLimitSpec, LimitSpecs, Limiters};
 use crate::route::RouteTable;
+use crate::share::Shares;
 
 /// A route as the request path uses it.
 #[derive(Debug)]
@@ -30,6 +31,7 @@ pub struct Runtime {
     keys: KeyStore,
     upstream: UpstreamClient,
     limiters: Limiters,
+    shares: Arc<Shares>,
 }
 
 impl Runtime {
@@ -52,7 +54,13 @@ impl Runtime {
         });
         let upstream = forward::client(settings.upstream());
         let limiters = Limiters::new(&limit_specs(&settings), previous.map(|p| &p.limiters));
-        Self { settings, routes, keys, upstream, limiters }
+        // Reads in flight and cached answers stay valid across a reload
+        // (they are keyed by route and key fingerprint) unless `[cache]` changed.
+        let shares = previous
+            .map(|p| &p.shares)
+            .filter(|s| s.settings() == settings.cache())
+            .map_or_else(|| Arc::new(Shares::new(settings.cache())), Arc::clone);
+        Self { settings, routes, keys, upstream, limiters, shares }
     }
 
     /// Reads every key of `settings` and compiles them: the errors of all
@@ -87,6 +95,11 @@ impl Runtime {
         &self.limiters
     }
 
+    /// Reads in flight and the answer cache.
+    pub fn shares(&self) -> &Arc<Shares> {
+        &self.shares
+    }
+
     /// The name of key `id`, for logs and metrics.
     pub fn key_name(&self, id: usize) -> &str {
         self.settings.keys().get(id).map_or("?", |k| k.name.as_str())
@@ -115,9 +128,15 @@ fn limit_specs(settings: &Settings) -> LimitSpecs<'_> {
         keys: settings
             .keys()
             .iter()
-            .map(|k| KeyLimitSpec { name: &k.name, limit: k.limit, budget: k.budget, max_in_flight: k.max_in_flight })
+            .map(|k| KeyLimitSpec {
+                name: &k.name,
+                limit: k.limit,
+                budget: k.budget,
+                max_in_flight: k.max_in_flight,
+                max_wait: k.max_wait,
+            })
             .collect(),
-        budgets: settings.budgets().iter().map(|b| (b.name.as_str(), b.limit)).collect(),
+        budgets: settings.budgets().iter().map(|b| (b.name.as_str(), b.limit, b.max_wait)).collect(),
         shared: settings.shared(),
         max_cooldown: settings.upstream().max_cooldown,
     }

@@ -83,6 +83,10 @@ pub struct AccessLine<'a> {
     pub upstream_latency_us: Option<u64>,
     /// The response body failed or stalled and was cut.
     pub body_cut: bool,
+    /// How a shared read was served: `hit`, `miss`, `coalesced` or `bypass`.
+    pub cache: Option<&'a str>,
+    /// Time spent waiting for a turn under a limit's `max_wait`.
+    pub wait_us: Option<u64>,
 }
 
 impl AccessLine<'_> {
@@ -125,6 +129,8 @@ impl AccessLine<'_> {
             duration_us = self.duration_us,
             upstream_latency_us = self.upstream_latency_us,
             body_cut = self.body_cut,
+            cache = self.cache,
+            wait_us = self.wait_us,
         );
     }
 
@@ -160,6 +166,8 @@ impl AccessLine<'_> {
         f.number("duration_us", self.duration_us);
         f.maybe_number("upstream_latency_us", self.upstream_latency_us);
         f.boolean("body_cut", self.body_cut);
+        f.maybe_string("cache", self.cache);
+        f.maybe_number("wait_us", self.wait_us);
         f.out.extend_from_slice(if json { b",\"target\":\"mmgate::access\"}\n" } else { b"\n" });
     }
 }
@@ -296,6 +304,8 @@ mod tests {
             duration_us: 48210,
             upstream_latency_us: Some(47650),
             body_cut: false,
+            cache: Some("miss"),
+            wait_us: Some(1500),
         };
         // Nothing optional, and values that need escaping in both formats.
         let sparse = AccessLine {

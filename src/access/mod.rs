@@ -25,6 +25,7 @@ use crate::gate::{Gate, InFlight};
 use crate::graphql::Summary;
 use crate::limit::Admission;
 use crate::metrics::{Label, Metrics};
+use crate::share::Served;
 
 /// Who produced the status a caller got.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,6 +71,10 @@ pub struct Exchange {
     pub admission: Option<Admission>,
     /// On a GraphQL route: the caller's `Accept`, which picks a refusal's media type.
     pub graphql_accept: Option<Option<HeaderValue>>,
+    /// How a shared read was served.
+    pub served: Option<Served>,
+    /// How long the request waited for its turn under `max_wait`.
+    pub waited: Option<Duration>,
 }
 
 impl Exchange {
@@ -106,6 +111,8 @@ impl Exchange {
             body_failed: false,
             admission: None,
             graphql_accept: None,
+            served: None,
+            waited: None,
         }
     }
 
@@ -129,6 +136,11 @@ impl Exchange {
     /// The process's metrics.
     pub fn metrics(&self) -> &Metrics {
         &self.gate.metrics
+    }
+
+    /// The gate this request came through.
+    pub fn gate(&self) -> &Arc<Gate> {
+        &self.gate
     }
 
     /// Records mmgate's own answer: its code, the limit behind a 429, and
@@ -208,6 +220,8 @@ impl Drop for Exchange {
             duration_us: micros(duration),
             upstream_latency_us: self.upstream_latency.map(micros),
             body_cut: self.body_failed,
+            cache: self.served.map(Served::as_str),
+            wait_us: self.waited.map(micros),
         }
         .log();
     }

@@ -19,8 +19,8 @@ use figment::Figment;
 pub use env::{Overrides, ProxyEnv};
 pub use raw::{schema, RawConfig};
 pub use settings::{
-    BudgetSpec, Egress, KeyId, KeySpec, ListenAddr, LogFormat, RouteKind, RouteSpec, ServerSettings, Settings,
-    UpstreamSettings,
+    BudgetSpec, CacheSettings, Egress, KeyId, KeySpec, ListenAddr, LogFormat, RouteKind, RouteSpec, ServerSettings,
+    Settings, UpstreamSettings,
 };
 
 /// The configuration `mmgate` runs with when given no file.

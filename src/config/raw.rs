@@ -32,6 +32,24 @@ pub struct RawConfig {
     pub clients: BTreeMap<String, RawClient>,
     /// The optional limiter shared by replicas through Redis.
     pub limits: RawLimits,
+    /// Answers kept for routes with `cache`, and shared between callers.
+    pub cache: RawCacheSettings,
+}
+
+/// `[cache]`: the memory answers kept and shared may use.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawCacheSettings {
+    /// Default 64 MiB: every cached answer together (least recently used out first).
+    pub max_bytes: ByteSize,
+    /// Default 1 MiB: larger answers are neither cached nor shared between callers.
+    pub max_entry_bytes: ByteSize,
+}
+
+impl Default for RawCacheSettings {
+    fn default() -> Self {
+        Self { max_bytes: ByteSize(64 * 1024 * 1024), max_entry_bytes: ByteSize(1024 * 1024) }
+    }
 }
 
 /// `[limits]`: the optional limiter shared by replicas through Redis.
@@ -209,6 +227,8 @@ pub struct RawLimit {
     pub per_minute: Option<u32>,
     /// Requests allowed back to back; default: the per-period count.
     pub burst: Option<u32>,
+    /// Keys and budgets: wait up to this long for a turn instead of 429.
+    pub max_wait: Option<HumanDuration>,
 }
 
 /// `[[routes]]`: a path pattern, the key it uses and the scope it needs.
@@ -225,8 +245,10 @@ pub struct RawRoute {
     pub kind: Option<RawRouteKind>,
     /// GraphQL: the scope mutations need; absent = mutations denied.
     pub mutation_scope: Option<String>,
-    /// GraphQL: deepest selection-set nesting, fragments expanded (default 15).
+    /// GraphQL: the running operation's depth, as MachineMetrics counts it (default 5).
     pub max_depth: Option<u32>,
+    /// GraphQL: the running operation's nodes, as MachineMetrics counts them (default 5).
+    pub max_nodes: Option<u32>,
     /// GraphQL: most aliases in a document (default 30).
     pub max_aliases: Option<u32>,
     /// GraphQL: most root fields per operation (default 20).
@@ -235,6 +257,18 @@ pub struct RawRoute {
     pub max_tokens: Option<u32>,
     /// GraphQL: false refuses __schema / __type (default true).
     pub introspection: Option<bool>,
+    /// REST: true when POSTs here are reads (they may be shared and cached).
+    pub read_only: Option<bool>,
+    /// Keep successful read answers for `ttl`: `cache = { ttl = "10s" }`.
+    pub cache: Option<RawRouteCache>,
+}
+
+/// `routes[].cache`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawRouteCache {
+    /// How long an answer is kept, e.g. "10s".
+    pub ttl: HumanDuration,
 }
 
 /// `[clients.NAME]`: one caller, by token hash or as the anonymous client.

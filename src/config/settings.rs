@@ -152,6 +152,8 @@ pub struct BudgetSpec {
     pub name: String,
     /// The limit shared by every key naming this budget.
     pub limit: Limit,
+    /// How long a request over the budget may wait for its turn.
+    pub max_wait: Option<Duration>,
 }
 
 /// One configured key: its source and what it may do.
@@ -169,6 +171,8 @@ pub struct KeySpec {
     pub budget: Option<usize>,
     /// Cap on concurrent upstream requests with this key.
     pub max_in_flight: Option<std::num::NonZeroU32>,
+    /// How long a request over the key's limit may wait for its turn.
+    pub max_wait: Option<Duration>,
 }
 
 /// Index of a key in `Settings::keys`.
@@ -185,6 +189,19 @@ pub struct RouteSpec {
     pub scope: Scope,
     /// REST or GraphQL.
     pub kind: RouteKind,
+    /// REST: POSTs are reads (GET and HEAD always are; on GraphQL, queries).
+    pub read_only: bool,
+    /// How long successful read answers are kept, when the route caches.
+    pub cache_ttl: Option<Duration>,
+}
+
+/// `[cache]`, validated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheSettings {
+    /// Bytes every cached answer may use together.
+    pub max_bytes: u64,
+    /// Larger answers are neither cached nor shared between callers.
+    pub max_entry_bytes: u64,
 }
 
 /// What mmgate checks in a route's requests beyond the route's scope.
@@ -209,6 +226,7 @@ pub struct Settings {
     pub(super) routes: RouteTable<RouteSpec>,
     pub(super) clients: ClientTable,
     pub(super) shared: Option<SharedSettings>,
+    pub(super) cache: CacheSettings,
     pub(super) warnings: Vec<String>,
 }
 
@@ -256,6 +274,11 @@ impl Settings {
     /// `[limits]`: the limiter shared by replicas, if configured.
     pub fn shared(&self) -> Option<&SharedSettings> {
         self.shared.as_ref()
+    }
+
+    /// `[cache]`.
+    pub fn cache(&self) -> CacheSettings {
+        self.cache
     }
 
     /// Things that work but that an operator should look at.

@@ -18,12 +18,12 @@ use crate::body::CallerBodyError;
 use crate::client::IdentityError;
 use crate::forward::UpstreamError;
 use crate::graphql::{AnalysisError, CarrierError};
-use crate::limit::{LimitKind, Per, Refusal};
+use crate::limit::{LimitError, LimitKind, Per, Refusal};
 use crate::policy::Denied;
 use crate::route::PathError;
 
 /// An error that mmgate answers without (or instead of) the upstream's response.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum ProxyError {
     #[error("{0}")]
     BadRequest(String),
@@ -74,6 +74,15 @@ pub struct RateLimited {
     pub limit: String,
     /// The refused rate as `RateLimit-Policy` gives it: a name, a quota, a window.
     pub policy: Option<(String, u32, u32)>,
+}
+
+impl ProxyError {
+    /// A refusal by the limits (429, an unreachable shared limiter, or a
+    /// cost over a burst): the request was not served, so what it was
+    /// charged earlier is given back.
+    pub fn is_limit_refusal(&self) -> bool {
+        matches!(self, Self::RateLimited(_) | Self::LimiterUnavailable | Self::GraphqlLimit(_))
+    }
 }
 
 impl From<PathError> for ProxyError {
@@ -139,6 +148,17 @@ impl From<Refusal> for ProxyError {
         });
         let limit = format!("{}:{}", r.kind.as_str(), r.name);
         Self::RateLimited(RateLimited { message, retry_after_secs: secs, limit, policy })
+    }
+}
+
+impl From<LimitError> for ProxyError {
+    fn from(e: LimitError) -> Self {
+        match e {
+            LimitError::Refused(r) => r.into(),
+            LimitError::TooCostly { limit, cost, burst } => Self::GraphqlLimit(format!(
+                "this request carries {cost} operations, more than the burst of {limit} ({burst}): it could never pass; send fewer operations per request"
+            )),
+        }
     }
 }
 

@@ -23,8 +23,12 @@ use measure::Fragments;
 /// Per-route limits on a document's shape.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
-    /// Deepest nesting of selection sets, fragments expanded.
+    /// The operation that will run: deepest nesting of fields with a
+    /// selection set, fragments expanded, as MachineMetrics counts it.
     pub max_depth: u32,
+    /// The operation that will run: fields with a selection set, every
+    /// occurrence, fragments expanded, as MachineMetrics counts them.
+    pub max_nodes: u32,
     /// Most aliases in the whole document.
     pub max_aliases: u32,
     /// Most root fields in one operation, fragments expanded.
@@ -37,7 +41,15 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { max_depth: 15, max_aliases: 30, max_root_fields: 20, max_tokens: 15_000, introspection: true }
+        // MachineMetrics' published limits (depth 5, 5 nodes), then mmgate's own.
+        Self {
+            max_depth: 5,
+            max_nodes: 5,
+            max_aliases: 30,
+            max_root_fields: 20,
+            max_tokens: 15_000,
+            introspection: true,
+        }
     }
 }
 
@@ -85,6 +97,8 @@ pub struct Operation {
 pub enum ShapeLimit {
     /// `max_depth`.
     Depth,
+    /// `max_nodes`.
+    Nodes,
     /// `max_aliases`.
     Aliases,
     /// `max_root_fields`.
@@ -98,6 +112,7 @@ impl ShapeLimit {
     pub fn setting(self) -> &'static str {
         match self {
             Self::Depth => "max_depth",
+            Self::Nodes => "max_nodes",
             Self::Aliases => "max_aliases",
             Self::RootFields => "max_root_fields",
             Self::Tokens => "max_tokens",
@@ -107,6 +122,7 @@ impl ShapeLimit {
     fn what(self) -> &'static str {
         match self {
             Self::Depth => "depth",
+            Self::Nodes => "nodes",
             Self::Aliases => "aliases",
             Self::RootFields => "root fields",
             Self::Tokens => "tokens",
@@ -161,7 +177,11 @@ fn position(text: &str, index: usize) -> (usize, usize) {
 /// Parses `document` and returns every operation, or why it is refused.
 ///
 /// `operation_name`, when given, must name an operation of the document; a
-/// document with several operations needs one.
+/// document with several operations needs one. MachineMetrics' depth and
+/// node limits apply to the operation that will run (it refuses no other);
+/// an operation made only of introspection fields is exempt from them where
+/// introspection is allowed (standard introspection queries are deeper than
+/// 5). mmgate's own limits (aliases, root fields, tokens) apply to all.
 pub fn analyse(document: &str, operation_name: Option<&str>, limits: &Limits) -> Result<Vec<Operation>, AnalysisError> {
     let tree = Parser::new(document)
         .token_limit(usize::try_from(limits.max_tokens).unwrap_or(usize::MAX))
@@ -213,6 +233,7 @@ pub fn analyse(document: &str, operation_name: Option<&str>, limits: &Limits) ->
     }
 
     let mut out = Vec::with_capacity(operations.len());
+    let selected = |name: &Option<String>| operation_name.is_none() || name.as_deref() == operation_name;
     for (op, name) in operations.iter().zip(names) {
         let kind = match op.operation_type() {
             Some(t) if t.mutation_token().is_some() => OperationKind::Mutation,
@@ -223,15 +244,6 @@ pub fn analyse(document: &str, operation_name: Option<&str>, limits: &Limits) ->
             return malformed("an operation needs a selection set");
         };
         let shape = measured.shape(&set)?;
-        // The operation's own selection set is a level too.
-        let depth = u64::from(shape.depth) + 1;
-        if depth > u64::from(limits.max_depth) {
-            return Err(AnalysisError::Limit {
-                limit: ShapeLimit::Depth,
-                found: Some(depth),
-                allowed: limits.max_depth,
-            });
-        }
         if shape.roots > u64::from(limits.max_root_fields) {
             return Err(AnalysisError::Limit {
                 limit: ShapeLimit::RootFields,
@@ -241,6 +253,17 @@ pub fn analyse(document: &str, operation_name: Option<&str>, limits: &Limits) ->
         }
         let mut root_fields = Vec::new();
         measured.root_names(&set, &mut root_fields)?;
+        let introspection_only = root_fields.iter().all(|f| matches!(f.as_str(), "__schema" | "__type" | "__typename"));
+        if selected(&name) && !(introspection_only && limits.introspection) {
+            for (limit, found, allowed) in [
+                (ShapeLimit::Depth, u64::from(shape.depth), limits.max_depth),
+                (ShapeLimit::Nodes, shape.nodes, limits.max_nodes),
+            ] {
+                if found > u64::from(allowed) {
+                    return Err(AnalysisError::Limit { limit, found: Some(found), allowed });
+                }
+            }
+        }
         out.push(Operation { kind, name, root_fields, depth: shape.depth, nodes: shape.nodes });
     }
     Ok(out)

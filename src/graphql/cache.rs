@@ -19,8 +19,35 @@ use super::analyse::{analyse, AnalysisError, Limits, Operation};
 /// Bytes of document text one route's cache may hold.
 const CAPACITY_BYTES: u64 = 8 * 1024 * 1024;
 
-/// A document's operations, or why it is refused.
-pub type Analysed = Result<Arc<[Operation]>, AnalysisError>;
+/// A document's operations and its token sequence, or why it is refused.
+pub type Analysed = Result<Arc<Analysis>, AnalysisError>;
+
+/// What the request path needs to know of a document, once per document.
+#[derive(Debug)]
+pub struct Analysis {
+    /// Every operation.
+    pub operations: Vec<Operation>,
+    /// Its tokens, one space apart: what two documents are compared by when
+    /// deciding whether they ask the same (whitespace, commas and comments
+    /// are ignored tokens in GraphQL; nothing else is).
+    pub normalized: Box<str>,
+}
+
+/// The document's significant tokens, one space apart.
+pub fn normalize(document: &str) -> Box<str> {
+    use apollo_parser::{Lexer, TokenKind};
+    let mut out = String::with_capacity(document.len());
+    for token in Lexer::new(document).flatten() {
+        if matches!(token.kind(), TokenKind::Whitespace | TokenKind::Comma | TokenKind::Comment | TokenKind::Eof) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        out.push_str(token.data());
+    }
+    out.into_boxed_str()
+}
 
 #[derive(PartialEq, Eq)]
 struct Key {
@@ -81,7 +108,8 @@ impl AnalysisCache {
         if let Some(hit) = self.cached(query, operation_name) {
             return hit;
         }
-        let analysed: Analysed = analyse(query, operation_name, limits).map(Arc::from);
+        let analysed: Analysed = analyse(query, operation_name, limits)
+            .map(|operations| Arc::new(Analysis { operations, normalized: normalize(query) }));
         let key = Key { query: query.into(), operation_name: operation_name.map(Into::into) };
         self.0.insert(key, analysed.clone());
         analysed
@@ -98,10 +126,25 @@ mod tests {
         let limits = Limits::default();
         let first = cache.analyse("query A { a } query B { b }", Some("A"), &limits).unwrap();
         let again = cache.analyse("query A { a } query B { b }", Some("A"), &limits).unwrap();
+        assert_eq!(&*first.normalized, "query A { a } query B { b }");
         assert!(Arc::ptr_eq(&first, &again));
         assert!(cache.analyse("query A { a } query B { b }", None, &limits).is_err());
         assert!(cache.analyse("query A { a } query B { b }", Some("C"), &limits).is_err());
         let other = cache.analyse("mutation A { a }", Some("A"), &limits).unwrap();
         assert!(!Arc::ptr_eq(&first, &other));
+    }
+
+    #[test]
+    fn normalizing_ignores_only_whitespace_commas_and_comments() {
+        let same = [
+            "{ machines(limit: 1, offset: 2) { name } }",
+            "{machines(limit:1 offset:2){name}}",
+            "# hi\n{\n  machines( limit: 1,,, offset: 2 ) { name } # there\n}",
+        ];
+        for doc in same {
+            assert_eq!(&*normalize(doc), "{ machines ( limit : 1 offset : 2 ) { name } }", "{doc}");
+        }
+        assert_ne!(normalize("{ a(s: \"x y\") }"), normalize("{ a(s: \"x  y\") }"), "strings are not whitespace");
+        assert_ne!(normalize("{ a }"), normalize("{ b }"));
     }
 }

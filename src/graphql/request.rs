@@ -7,7 +7,6 @@
 //! decodes `\u` escapes in keys and strings before anything is compared.
 
 use std::borrow::Cow;
-use std::collections::HashSet;
 use std::fmt;
 
 use http::header::{CONTENT_ENCODING, CONTENT_TYPE};
@@ -33,6 +32,10 @@ pub struct GraphqlRequest {
     pub query: String,
     /// `operationName`, if given and not empty.
     pub operation_name: Option<String>,
+    /// Every other parameter (`variables`, `extensions`, `operationName`…)
+    /// as canonical JSON, keys sorted: two requests with the same document
+    /// ask the same only if these are equal too.
+    pub params: Box<str>,
 }
 
 fn bad(message: impl Into<String>) -> CarrierError {
@@ -45,6 +48,8 @@ struct UrlParams {
     query: Option<String>,
     operation_name: Option<String>,
     any: bool,
+    /// Every parameter but `query`, JSON ones parsed, for `GraphqlRequest::params`.
+    others: serde_json::Map<String, serde_json::Value>,
 }
 
 fn url_params(query_string: Option<&str>) -> Result<UrlParams, CarrierError> {
@@ -52,6 +57,11 @@ fn url_params(query_string: Option<&str>) -> Result<UrlParams, CarrierError> {
     let mut seen: Vec<Cow<'_, str>> = Vec::new();
     for (name, value) in form_urlencoded::parse(query_string.unwrap_or_default().as_bytes()) {
         if !matches!(name.as_ref(), "query" | "operationName" | "variables" | "extensions") {
+            // Forwarded too, so part of what the request asks.
+            let entry = params.others.entry(format!("url:{name}")).or_insert_with(|| serde_json::json!([]));
+            if let serde_json::Value::Array(values) = entry {
+                values.push(serde_json::Value::String(value.into_owned()));
+            }
             continue;
         }
         if seen.contains(&name) {
@@ -60,8 +70,16 @@ fn url_params(query_string: Option<&str>) -> Result<UrlParams, CarrierError> {
         params.any = true;
         match name.as_ref() {
             "query" => params.query = Some(value.into_owned()),
-            "operationName" => params.operation_name = Some(value.into_owned()).filter(|v| !v.is_empty()),
-            _ => {}
+            "operationName" => {
+                params.operation_name = Some(value.to_string()).filter(|v| !v.is_empty());
+                params.others.insert(name.to_string(), serde_json::Value::String(value.into_owned()));
+            }
+            _ => {
+                // JSON text compared as a JSON value when it is one.
+                let parsed = serde_json::from_str::<StrictValue>(&value)
+                    .map_or_else(|_| serde_json::Value::String(value.to_string()), |v| v.0);
+                params.others.insert(name.to_string(), parsed);
+            }
         }
         seen.push(name);
     }
@@ -77,7 +95,8 @@ pub fn from_get(query_string: Option<&str>, body: &[u8]) -> Result<Vec<GraphqlRe
     let Some(query) = params.query else {
         return Err(bad("GET needs `?query=`; a persisted-query hash without the query text cannot be checked"));
     };
-    Ok(vec![GraphqlRequest { query, operation_name: params.operation_name }])
+    let others = canonical(&serde_json::Value::Object(params.others));
+    Ok(vec![GraphqlRequest { query, operation_name: params.operation_name, params: others }])
 }
 
 /// The media types a POST may use.
@@ -128,7 +147,8 @@ pub fn from_post(
                 return Err(bad("`query` is given both in the URL and in the body"));
             }
             let query = std::str::from_utf8(body).map_err(|_| bad("the body is not valid UTF-8"))?;
-            Ok(vec![GraphqlRequest { query: query.to_owned(), operation_name: params.operation_name }])
+            let others = canonical(&serde_json::Value::Object(params.others));
+            Ok(vec![GraphqlRequest { query: query.to_owned(), operation_name: params.operation_name, params: others }])
         }
         Media::Json => {
             if params.any {
@@ -147,7 +167,11 @@ pub fn from_post(
             items
                 .into_iter()
                 .map(|item| match item.query {
-                    Some(query) => Ok(GraphqlRequest { query, operation_name: item.operation_name }),
+                    Some(query) => Ok(GraphqlRequest {
+                        query,
+                        operation_name: item.operation_name,
+                        params: canonical(&serde_json::Value::Object(item.others)),
+                    }),
                     None if item.persisted => {
                         Err(bad("a persisted-query hash without the query text cannot be checked; send `query`"))
                     }
@@ -169,6 +193,8 @@ struct Item {
     query: Option<String>,
     operation_name: Option<String>,
     persisted: bool,
+    /// Every member but `query`.
+    others: serde_json::Map<String, serde_json::Value>,
 }
 
 impl<'de> Deserialize<'de> for Body {
@@ -202,21 +228,34 @@ impl<'de> Visitor<'de> for ItemVisitor {
         f.write_str("a GraphQL request object")
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Item, A::Error> {
-        let mut item = Item { query: None, operation_name: None, persisted: false };
-        let mut seen = KeySet::default();
+        let mut item = Item { query: None, operation_name: None, persisted: false, others: serde_json::Map::new() };
+        let mut seen_query = false;
         while let Some(key) = map.next_key::<String>()? {
-            if seen.contains(&key) {
+            if (key == "query" && seen_query) || item.others.contains_key(&key) {
                 return Err(de::Error::custom(format_args!("duplicate key `{key}`")));
             }
-            match key.as_str() {
-                "query" => item.query = map.next_value::<Option<String>>()?,
-                "operationName" => item.operation_name = map.next_value::<Option<String>>()?.filter(|n| !n.is_empty()),
-                "extensions" => item.persisted = map.next_value::<Extensions>()?.persisted,
-                _ => {
-                    map.next_value::<Strict>()?;
-                }
+            if key == "query" {
+                seen_query = true;
+                item.query = map.next_value::<Option<String>>()?;
+                continue;
             }
-            seen.insert(key);
+            let value = map.next_value::<StrictValue>()?.0;
+            match key.as_str() {
+                "operationName" => match &value {
+                    serde_json::Value::String(name) => {
+                        item.operation_name = Some(name.clone()).filter(|n| !n.is_empty())
+                    }
+                    serde_json::Value::Null => {}
+                    _ => return Err(de::Error::custom("`operationName` must be a string")),
+                },
+                "extensions" => match &value {
+                    serde_json::Value::Object(members) => item.persisted = members.contains_key("persistedQuery"),
+                    serde_json::Value::Null => {}
+                    _ => return Err(de::Error::custom("`extensions` must be an object")),
+                },
+                _ => {}
+            }
+            item.others.insert(key, value);
         }
         Ok(item)
     }
@@ -228,106 +267,104 @@ impl<'de> Deserialize<'de> for Item {
     }
 }
 
-/// `extensions`: only whether it carries `persistedQuery` matters.
-struct Extensions {
-    persisted: bool,
-}
+/// Any JSON value, refused if an object at any depth repeats a key.
+struct StrictValue(serde_json::Value);
 
-impl<'de> Deserialize<'de> for Extensions {
+impl<'de> Deserialize<'de> for StrictValue {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Extensions;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("an extensions object")
-            }
-            fn visit_unit<E: de::Error>(self) -> Result<Extensions, E> {
-                Ok(Extensions { persisted: false })
-            }
-            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Extensions, A::Error> {
-                let keys = StrictVisitor.visit_map(map)?;
-                Ok(Extensions { persisted: keys.contains("persistedQuery") })
-            }
-        }
-        deserializer.deserialize_any(V)
+        deserializer.deserialize_any(StrictVisitor).map(StrictValue)
     }
 }
 
-/// Any JSON value, checked for duplicate keys at every depth and discarded.
-struct Strict;
-
-impl<'de> Deserialize<'de> for Strict {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(StrictVisitor).map(|_| Strict)
-    }
-}
-
-/// The keys of one JSON object: a short list while it is short (most are),
-/// a hash set once it is not, so that finding duplicates among many keys
-/// costs linear time, not quadratic.
-#[derive(Default)]
-struct KeySet {
-    few: Vec<String>,
-    many: HashSet<String>,
-}
-
-impl KeySet {
-    const FEW: usize = 16;
-
-    fn contains(&self, key: &str) -> bool {
-        self.few.iter().any(|k| k == key) || self.many.contains(key)
-    }
-
-    fn insert(&mut self, key: String) {
-        if self.few.len() < Self::FEW {
-            self.few.push(key);
-        } else {
-            self.many.insert(key);
-        }
-    }
-}
-
-/// Visits any JSON value; for an object, returns its keys.
+/// Builds a `serde_json::Value`, refusing duplicate keys (serde_json's own
+/// `Value` keeps the last one silently).
 struct StrictVisitor;
 
 impl<'de> Visitor<'de> for StrictVisitor {
-    type Value = KeySet;
+    type Value = serde_json::Value;
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("any JSON value")
     }
-    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
-        Ok(KeySet::default())
+    fn visit_bool<E>(self, v: bool) -> Result<Self::Value, E> {
+        Ok(v.into())
     }
-    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
-        Ok(KeySet::default())
+    fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
+        Ok(v.into())
     }
-    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
-        Ok(KeySet::default())
+    fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
+        Ok(v.into())
     }
-    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
-        Ok(KeySet::default())
+    fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
+        Ok(v.into())
     }
-    fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
-        Ok(KeySet::default())
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+    fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+        Ok(v.into())
     }
     fn visit_unit<E>(self) -> Result<Self::Value, E> {
-        Ok(KeySet::default())
+        Ok(serde_json::Value::Null)
+    }
+    fn visit_none<E>(self) -> Result<Self::Value, E> {
+        Ok(serde_json::Value::Null)
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        while seq.next_element::<Strict>()?.is_some() {}
-        Ok(KeySet::default())
+        let mut values = Vec::new();
+        while let Some(StrictValue(v)) = seq.next_element()? {
+            values.push(v);
+        }
+        Ok(values.into())
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut keys = KeySet::default();
+        let mut members = serde_json::Map::new();
         while let Some(key) = map.next_key::<String>()? {
-            if keys.contains(&key) {
+            if members.contains_key(&key) {
                 return Err(de::Error::custom(format_args!("duplicate key `{key}`")));
             }
-            map.next_value::<Strict>()?;
-            keys.insert(key);
+            let StrictValue(value) = map.next_value()?;
+            members.insert(key, value);
         }
-        Ok(keys)
+        Ok(members.into())
     }
+}
+
+/// `value` as JSON text with every object's keys sorted, so that equal JSON
+/// values (members in any order) give equal text whatever map type
+/// serde_json was built with.
+pub fn canonical(value: &serde_json::Value) -> Box<str> {
+    fn write(value: &serde_json::Value, out: &mut String) {
+        match value {
+            serde_json::Value::Object(members) => {
+                let mut sorted: Vec<_> = members.iter().collect();
+                sorted.sort_unstable_by(|a, b| a.0.cmp(b.0));
+                out.push('{');
+                for (i, (key, value)) in sorted.into_iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    out.push_str(&serde_json::Value::String(key.clone()).to_string());
+                    out.push(':');
+                    write(value, out);
+                }
+                out.push('}');
+            }
+            serde_json::Value::Array(values) => {
+                out.push('[');
+                for (i, value) in values.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    write(value, out);
+                }
+                out.push(']');
+            }
+            scalar => out.push_str(&scalar.to_string()),
+        }
+    }
+    let mut out = String::new();
+    write(value, &mut out);
+    out.into_boxed_str()
 }
 
 #[cfg(test)]

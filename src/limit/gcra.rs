@@ -81,15 +81,28 @@ impl Gcra {
         self.tat.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// The new TAT if a request at `now` conforms, else how long to wait.
-    pub(super) fn test(&self, tat: u64, now: u64) -> Result<u64, u64> {
+    /// The new TAT if a request costing `cost` units at `now` conforms, else
+    /// how long to wait. A cost above the burst never conforms (see `fits`).
+    pub(super) fn test(&self, tat: u64, now: u64, cost: u32) -> Result<u64, u64> {
         let tat = tat.max(now);
-        let ahead = tat - now;
+        let extra = self.interval.saturating_mul(u64::from(cost.max(1) - 1));
+        let ahead = (tat - now).saturating_add(extra);
         if ahead > self.tolerance {
             Err(ahead - self.tolerance)
         } else {
-            Ok(tat + self.interval)
+            Ok(tat.saturating_add(extra).saturating_add(self.interval))
         }
+    }
+
+    /// Gives back `cost` units charged earlier.
+    pub(super) fn refund(&self, cost: u32) {
+        let mut tat = self.lock();
+        *tat = tat.saturating_sub(self.interval.saturating_mul(u64::from(cost)));
+    }
+
+    /// Whether a request of `cost` units can ever pass (at most the burst).
+    pub(super) fn fits(&self, cost: u32) -> bool {
+        cost <= self.limit.burst.get()
     }
 }
 
@@ -118,6 +131,22 @@ impl Named {
     /// The limit this cell enforces.
     pub(super) fn limit(&self) -> Limit {
         self.gcra.limit
+    }
+
+    /// The refusal for a request that must wait `wait_ns` more.
+    pub(super) fn refusal(&self, wait_ns: u64) -> super::Refusal {
+        super::Refusal {
+            kind: self.kind,
+            name: self.name.clone(),
+            limit: self.describe(),
+            retry_after: std::time::Duration::from_nanos(wait_ns),
+            rate: Some(self.limit()),
+        }
+    }
+
+    /// The refusal for a request costing more than the burst: it could never pass.
+    pub(super) fn too_costly(&self, cost: u32) -> super::LimitError {
+        super::LimitError::TooCostly { limit: self.describe(), cost, burst: self.gcra.limit.burst.get() }
     }
 
     /// How the caller is told about it: "client `dashboard` (2/s burst 5)".

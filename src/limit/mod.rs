@@ -15,6 +15,7 @@
 mod gcra;
 mod shared;
 mod spec;
+mod wait;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -28,7 +29,8 @@ use gcra::{nanos, Named};
 pub use gcra::{Limit, Per};
 pub use shared::SharedSettings;
 use shared::{Cell, SharedLimiter, Verdict};
-pub use spec::{KeyLimitSpec, LimitKind, LimitSpecs, Refusal, SharedCheck, SharedRefusal};
+pub use spec::{KeyLimitSpec, LimitError, LimitKind, LimitSpecs, Refusal, SharedCheck, SharedRefusal};
+use wait::{Room, Ticket};
 
 /// A key's or budget's upstream-429 cool-down: requests wait until it ends.
 #[derive(Debug, Default)]
@@ -40,6 +42,7 @@ struct Cooldown {
 struct KeyLimits {
     name: String,
     rate: Option<Named>,
+    max_wait: Option<Duration>,
     budget: Option<usize>,
     in_flight: Option<(u32, Arc<Semaphore>)>,
     cooldown: Arc<Cooldown>,
@@ -48,6 +51,7 @@ struct KeyLimits {
 #[derive(Debug)]
 struct BudgetLimits {
     rate: Named,
+    max_wait: Option<Duration>,
     cooldown: Arc<Cooldown>,
 }
 
@@ -55,6 +59,8 @@ struct BudgetLimits {
 #[derive(Debug)]
 pub struct Admission {
     _in_flight: Option<OwnedSemaphorePermit>,
+    /// How long it waited for its turn, and which limit made it wait.
+    pub waited: Option<(Duration, LimitKind, String)>,
 }
 
 /// Every limiter of one configuration, indexed like its clients, keys and budgets.
@@ -67,6 +73,7 @@ pub struct Limiters<C: Clock = QuantaClock> {
     budgets: Vec<BudgetLimits>,
     shared: Option<Arc<SharedLimiter>>,
     last_unavailable_log: AtomicU64,
+    room: Arc<Room<C>>,
 }
 
 impl<C: Clock> std::fmt::Debug for Limiters<C> {
@@ -90,7 +97,10 @@ impl Limiters {
     }
 }
 
-impl<C: Clock> Limiters<C> {
+impl<C: Clock + Clone + Send + Sync + 'static> Limiters<C>
+where
+    C::Instant: Send + Sync,
+{
     /// Limiters reading `clock` (tests give a fake one).
     pub fn with_clock(specs: &LimitSpecs<'_>, previous: Option<&Limiters<C>>, clock: C) -> Self {
         let start = previous.map_or_else(|| clock.now(), |p| p.start);
@@ -111,10 +121,11 @@ impl<C: Clock> Limiters<C> {
         let budgets = specs
             .budgets
             .iter()
-            .map(|&(name, limit)| {
+            .map(|&(name, limit, max_wait)| {
                 let old = previous.and_then(|p| p.budgets.iter().find(|x| x.rate.name == name));
                 BudgetLimits {
                     rate: Named::new(LimitKind::Budget, name, limit, old.map(|o| &o.rate), prefix),
+                    max_wait,
                     cooldown: old.map_or_else(Default::default, |o| Arc::clone(&o.cooldown)),
                 }
             })
@@ -132,6 +143,7 @@ impl<C: Clock> Limiters<C> {
                 KeyLimits {
                     name: k.name.to_owned(),
                     rate: k.limit.map(|l| Named::new(LimitKind::Key, k.name, l, old_rate, prefix)),
+                    max_wait: k.max_wait,
                     budget: k.budget,
                     in_flight,
                     cooldown: old.map_or_else(Default::default, |o| Arc::clone(&o.cooldown)),
@@ -142,7 +154,9 @@ impl<C: Clock> Limiters<C> {
             Some(running) if running.settings() == wanted => Arc::clone(running),
             _ => Arc::new(SharedLimiter::start(wanted.clone())),
         });
+        let room = Arc::new(Room::new(clock.clone(), start));
         Self {
+            room,
             clock,
             start,
             max_cooldown: specs.max_cooldown,
@@ -158,82 +172,170 @@ impl<C: Clock> Limiters<C> {
         self.clock.now().duration_since(self.start).as_u64()
     }
 
-    /// The rate limits that apply to `client` on `key`, in locking order.
-    fn rates<'a>(&'a self, client: usize, key: &'a KeyLimits) -> impl Iterator<Item = &'a Named> + 'a {
-        let client = self.clients.get(client).and_then(|(_, n)| n.as_ref());
-        let budget = key.budget.and_then(|b| self.budgets.get(b)).map(|b| &b.rate);
-        [client, key.rate.as_ref(), budget].into_iter().flatten()
+    /// The client's own limit: `cost` units charged, or refused at once.
+    pub fn admit_client(&self, client: usize, cost: u32) -> Result<(), LimitError> {
+        let Some(named) = self.clients.get(client).and_then(|(_, n)| n.as_ref()) else {
+            return Ok(());
+        };
+        if !named.gcra.fits(cost) {
+            return Err(named.too_costly(cost));
+        }
+        let now = self.now_ns();
+        let mut tat = named.gcra.lock();
+        match named.gcra.test(*tat, now, cost) {
+            Ok(next) => {
+                *tat = next;
+                Ok(())
+            }
+            Err(wait) => Err(LimitError::Refused(named.refusal(wait))),
+        }
     }
 
-    /// Admits a request of client `client` on key `key`, or says which limit refused it.
-    pub fn admit(&self, client: usize, key: usize) -> Result<Admission, Refusal> {
-        let now = self.now_ns();
+    /// Gives back what `admit_client` charged (a later step refused the request).
+    pub fn refund_client(&self, client: usize, cost: u32) {
+        if let Some(named) = self.clients.get(client).and_then(|(_, n)| n.as_ref()) {
+            named.gcra.refund(cost);
+        }
+    }
+
+    /// The key's side: its cool-down and its budget's, its in-flight cap,
+    /// then its limit and its budget's, charged `cost` units together or
+    /// not at all. Over a limit with `max_wait`, the request waits for its
+    /// turn (round-robin by `client`) rather than being refused.
+    pub async fn admit_key(&self, client: usize, key: usize, cost: u32) -> Result<Admission, LimitError> {
         let Some(k) = self.keys.get(key) else {
-            return Ok(Admission { _in_flight: None });
+            return Ok(Admission { _in_flight: None, waited: None });
         };
         let budget = k.budget.and_then(|b| self.budgets.get(b));
-        let cooldowns = [Some((&k.cooldown, k.name.as_str())), budget.map(|b| (&b.cooldown, b.rate.name.as_str()))];
-        for (cooldown, name) in cooldowns.into_iter().flatten() {
-            let until = cooldown.until.load(Ordering::Acquire);
-            if until > now {
-                return Err(Refusal {
-                    kind: LimitKind::Cooldown,
-                    name: name.to_owned(),
-                    limit: format!("upstream cool-down of `{name}`"),
-                    retry_after: Duration::from_nanos(until - now),
-                    rate: None,
-                });
-            }
+        let rates: Vec<(&Named, Option<Duration>)> =
+            [k.rate.as_ref().map(|r| (r, k.max_wait)), budget.map(|b| (&b.rate, b.max_wait))]
+                .into_iter()
+                .flatten()
+                .collect();
+        if let Some((named, _)) = rates.iter().find(|(n, _)| !n.gcra.fits(cost)) {
+            return Err(named.too_costly(cost));
         }
         let permit = match &k.in_flight {
             None => None,
-            Some((max, semaphore)) => Some(Arc::clone(semaphore).try_acquire_owned().map_err(|_| Refusal {
-                kind: LimitKind::InFlight,
-                name: k.name.clone(),
-                limit: format!("key `{}` max_in_flight {max}", k.name),
-                retry_after: Duration::from_secs(1),
-                rate: None,
+            Some((max, semaphore)) => Some(Arc::clone(semaphore).try_acquire_owned().map_err(|_| {
+                LimitError::Refused(Refusal {
+                    kind: LimitKind::InFlight,
+                    name: k.name.clone(),
+                    limit: format!("key `{}` max_in_flight {max}", k.name),
+                    retry_after: Duration::from_secs(1),
+                    rate: None,
+                })
             })?),
         };
-
-        // Locked in a fixed order (client, key, budget), and only for the
-        // arithmetic, so no two requests can deadlock and none waits long.
-        let mut guards = Vec::with_capacity(3);
-        for named in self.rates(client, k) {
-            let guard = named.gcra.lock();
-            match named.gcra.test(*guard, now) {
-                Ok(next) => guards.push((guard, next)),
-                Err(wait) => {
-                    return Err(Refusal {
-                        kind: named.kind,
-                        name: named.name.clone(),
-                        limit: named.describe(),
-                        retry_after: Duration::from_nanos(wait),
-                        rate: Some(named.limit()),
-                    });
-                }
-            }
+        let cooldowns = [
+            Some((&k.cooldown, k.name.as_str(), k.max_wait)),
+            budget.map(|b| (&b.cooldown, b.rate.name.as_str(), b.max_wait)),
+        ];
+        let ticket = Ticket {
+            cooldowns: cooldowns.iter().flatten().map(|(c, ..)| Arc::clone(c)).collect(),
+            cells: rates.iter().map(|(n, _)| Arc::clone(&n.gcra)).collect(),
+            cost,
+        };
+        let now = self.now_ns();
+        let Err(wait) = ticket.try_charge(now) else {
+            return Ok(Admission { _in_flight: permit, waited: None });
+        };
+        // What refused: a cool-down first, then the first limit over its rate.
+        let refusal = cooldowns
+            .iter()
+            .flatten()
+            .find(|(c, ..)| c.until.load(Ordering::Acquire) > now)
+            .map(|(c, name, max_wait)| {
+                let refusal = Refusal {
+                    kind: LimitKind::Cooldown,
+                    name: (*name).to_owned(),
+                    limit: format!("upstream cool-down of `{name}`"),
+                    retry_after: Duration::from_nanos(c.until.load(Ordering::Acquire).saturating_sub(now)),
+                    rate: None,
+                };
+                (refusal, *max_wait)
+            })
+            .or_else(|| {
+                rates.iter().find_map(|(named, max_wait)| {
+                    let tat = *named.gcra.lock();
+                    named.gcra.test(tat, now, cost).err().map(|w| (named.refusal(w), *max_wait))
+                })
+            });
+        let Some((refusal, Some(max_wait))) = refusal else {
+            let refusal = refusal.map_or_else(|| self.refusal_of_wait(k, wait), |(r, _)| r);
+            return Err(LimitError::Refused(refusal));
+        };
+        if refusal.retry_after > max_wait {
+            return Err(LimitError::Refused(refusal));
         }
-        for (mut guard, next) in guards {
-            *guard = next;
+        let started = tokio::time::Instant::now();
+        if self.room.wait(client, ticket, max_wait).await {
+            let waited = Some((started.elapsed(), refusal.kind, refusal.name));
+            Ok(Admission { _in_flight: permit, waited })
+        } else {
+            Err(LimitError::Refused(refusal))
         }
-        Ok(Admission { _in_flight: permit })
     }
 
-    /// Gives back what `admit` charged locally (after the shared limiter refused).
-    fn refund(&self, client: usize, key: &KeyLimits) {
-        for named in self.rates(client, key) {
-            let mut tat = named.gcra.lock();
-            *tat = tat.saturating_sub(named.gcra.interval);
+    /// A refusal when the limit that refused cannot be named (it changed meanwhile).
+    fn refusal_of_wait(&self, k: &KeyLimits, wait: u64) -> Refusal {
+        Refusal {
+            kind: LimitKind::Key,
+            name: k.name.clone(),
+            limit: format!("key `{}`", k.name),
+            retry_after: Duration::from_nanos(wait),
+            rate: None,
         }
     }
 
-    /// Checks the limits shared across replicas, after `admit` passed locally.
-    pub async fn admit_shared(&self, client: usize, key: usize) -> Result<SharedCheck, SharedRefusal> {
-        let (Some(shared), Some(k)) = (&self.shared, self.keys.get(key)) else {
+    /// Requests waiting for their turn now.
+    pub fn waiting(&self) -> usize {
+        self.room.waiting()
+    }
+
+    /// Both sides at once, for callers that take no step between them:
+    /// charged only if both pass.
+    pub async fn admit(&self, client: usize, key: usize, cost: u32) -> Result<Admission, LimitError> {
+        self.admit_client(client, cost)?;
+        let admitted = self.admit_key(client, key, cost).await;
+        if admitted.is_err() {
+            self.refund_client(client, cost);
+        }
+        admitted
+    }
+
+    /// The limits that apply to `client` (and, for a request that goes
+    /// upstream, `key` and its budget), in locking order.
+    fn rates<'a>(&'a self, client: Option<usize>, key: Option<&'a KeyLimits>) -> impl Iterator<Item = &'a Named> + 'a {
+        let client = client.and_then(|c| self.clients.get(c)).and_then(|(_, n)| n.as_ref());
+        let key_rate = key.and_then(|k| k.rate.as_ref());
+        let budget = key.and_then(|k| k.budget).and_then(|b| self.budgets.get(b)).map(|b| &b.rate);
+        [client, key_rate, budget].into_iter().flatten()
+    }
+
+    /// Gives back what `admit_key` charged to the key and its budget (a later
+    /// step refused the request).
+    pub fn refund_key(&self, key: usize, cost: u32) {
+        for named in self.rates(None, self.keys.get(key)) {
+            named.gcra.refund(cost);
+        }
+    }
+
+    /// Checks the limits shared across replicas, after they passed locally:
+    /// with `client`, the client's; with `key` (a request going upstream),
+    /// the key's and its budget's; `cost` units each, in one round trip.
+    /// Refused, nothing is given back locally: the caller refunds what it charged.
+    pub async fn admit_shared(
+        &self,
+        client: Option<usize>,
+        key: Option<usize>,
+        cost: u32,
+    ) -> Result<SharedCheck, SharedRefusal> {
+        let Some(shared) = &self.shared else {
             return Ok(SharedCheck::Passed);
         };
-        let named: Vec<&Named> = self.rates(client, k).collect();
+        let key = key.and_then(|k| self.keys.get(k));
+        let named: Vec<&Named> = self.rates(client, key).collect();
         if named.is_empty() {
             return Ok(SharedCheck::Passed);
         }
@@ -243,12 +345,12 @@ impl<C: Clock> Limiters<C> {
                 key: &n.shared_key,
                 interval_us: n.gcra.interval / 1000,
                 tolerance_us: n.gcra.tolerance / 1000,
+                cost,
             })
             .collect();
         match shared.admit(&cells).await {
             Verdict::Admitted => Ok(SharedCheck::Passed),
             Verdict::Refused { index, wait } => {
-                self.refund(client, k);
                 let refused = named.get(index);
                 let (name, limit) = refused.map_or_else(Default::default, |n| (n.name.clone(), n.describe()));
                 Err(SharedRefusal::Limit(Refusal {
@@ -264,7 +366,6 @@ impl<C: Clock> Limiters<C> {
                 if shared.settings().fail_open {
                     Ok(SharedCheck::WithoutRedis)
                 } else {
-                    self.refund(client, k);
                     Err(SharedRefusal::Unavailable)
                 }
             }

@@ -45,6 +45,8 @@ pub struct Cell<'a> {
     pub interval_us: u64,
     /// Microseconds a burst may run ahead.
     pub tolerance_us: u64,
+    /// Units this request costs (one per GraphQL operation).
+    pub cost: u32,
 }
 
 /// What Redis decided.
@@ -65,12 +67,13 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local new = {}
 for i = 1, #KEYS do
-  local interval = tonumber(ARGV[2 * i - 1])
-  local tolerance = tonumber(ARGV[2 * i])
+  local interval = tonumber(ARGV[3 * i - 2])
+  local tolerance = tonumber(ARGV[3 * i - 1])
+  local extra = interval * (tonumber(ARGV[3 * i]) - 1)
   local tat = tonumber(redis.call('GET', KEYS[i]) or now)
   if tat < now then tat = now end
-  if tat - now > tolerance then return {i, tat - now - tolerance} end
-  new[i] = tat + interval
+  if tat - now + extra > tolerance then return {i, tat - now + extra - tolerance} end
+  new[i] = tat + extra + interval
 end
 for i = 1, #KEYS do
   redis.call('SET', KEYS[i], new[i], 'PX', math.ceil((new[i] - now) / 1000) + 1000)
@@ -144,7 +147,7 @@ impl SharedLimiter {
         let mut manager = (*manager).clone();
         let mut invocation = self.script.prepare_invoke();
         for cell in cells {
-            invocation.key(cell.key).arg(cell.interval_us).arg(cell.tolerance_us);
+            invocation.key(cell.key).arg(cell.interval_us).arg(cell.tolerance_us).arg(cell.cost.max(1));
         }
         let call = invocation.invoke_async::<(u64, u64)>(&mut manager);
         match tokio::time::timeout(self.settings.timeout, call).await {

@@ -52,6 +52,22 @@ pub struct Refusal {
     pub rate: Option<Limit>,
 }
 
+/// Why the local limits did not let a request through.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LimitError {
+    /// Over a limit now (429).
+    Refused(Refusal),
+    /// Costs more units than a limit's burst: it could never pass (400).
+    TooCostly {
+        /// The limit, as the caller is told.
+        limit: String,
+        /// What the request costs (its operations).
+        cost: u32,
+        /// The limit's burst.
+        burst: u32,
+    },
+}
+
 /// How the shared limiter let a request through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SharedCheck {
@@ -78,8 +94,8 @@ pub struct LimitSpecs<'a> {
     pub clients: Vec<(&'a str, Option<Limit>)>,
     /// Each key's limits.
     pub keys: Vec<KeyLimitSpec<'a>>,
-    /// Each budget's name and limit.
-    pub budgets: Vec<(&'a str, Limit)>,
+    /// Each budget's name, limit and `max_wait`.
+    pub budgets: Vec<(&'a str, Limit, Option<Duration>)>,
     /// The limiter shared through Redis, if any.
     pub shared: Option<&'a SharedSettings>,
     /// Cap on an upstream 429's cool-down.
@@ -97,4 +113,6 @@ pub struct KeyLimitSpec<'a> {
     pub budget: Option<usize>,
     /// Cap on its concurrent upstream requests.
     pub max_in_flight: Option<NonZeroU32>,
+    /// How long a request over its limit (or its budget's) may wait.
+    pub max_wait: Option<Duration>,
 }

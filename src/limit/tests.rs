@@ -14,10 +14,16 @@ fn specs(client_limit: Option<Limit>) -> LimitSpecs<'static> {
     LimitSpecs {
         clients: vec![("c", client_limit)],
         keys: vec![
-            KeyLimitSpec { name: "a", limit: Some(limit(1, Per::Second, 2)), budget: Some(0), max_in_flight: None },
-            KeyLimitSpec { name: "b", limit: None, budget: Some(0), max_in_flight: NonZeroU32::new(1) },
+            KeyLimitSpec {
+                name: "a",
+                limit: Some(limit(1, Per::Second, 2)),
+                budget: Some(0),
+                max_in_flight: None,
+                max_wait: None,
+            },
+            KeyLimitSpec { name: "b", limit: None, budget: Some(0), max_in_flight: NonZeroU32::new(1), max_wait: None },
         ],
-        budgets: vec![("shared", limit(60, Per::Minute, 3))],
+        budgets: vec![("shared", limit(60, Per::Minute, 3), None)],
         shared: None,
         max_cooldown: Duration::from_secs(60),
     }
@@ -28,16 +34,29 @@ fn fake(specs: &LimitSpecs<'_>) -> (FakeRelativeClock, Limiters<FakeRelativeCloc
     (clock.clone(), Limiters::with_clock(specs, None, clock))
 }
 
+/// One request of client 0 for `key`, costing one unit, through every local limit.
+fn admit(limiters: &Limiters<FakeRelativeClock>, key: usize) -> Result<Admission, Refusal> {
+    admit_costing(limiters, key, 1).map_err(|e| match e {
+        LimitError::Refused(r) => r,
+        other => panic!("{other:?}"),
+    })
+}
+
+fn admit_costing(limiters: &Limiters<FakeRelativeClock>, key: usize, cost: u32) -> Result<Admission, LimitError> {
+    // No limit here sets max_wait, so admission never waits.
+    futures_util::FutureExt::now_or_never(limiters.admit(0, key, cost)).expect("no waiting without max_wait")
+}
+
 #[test]
 fn bursts_then_refuses_with_the_wait() {
     let (clock, limiters) = fake(&specs(None));
-    assert!(limiters.admit(0, 0).is_ok());
-    assert!(limiters.admit(0, 0).is_ok());
-    let r = limiters.admit(0, 0).unwrap_err();
+    assert!(admit(&limiters, 0).is_ok());
+    assert!(admit(&limiters, 0).is_ok());
+    let r = admit(&limiters, 0).unwrap_err();
     assert_eq!(r.kind, LimitKind::Key);
     assert_eq!(r.retry_after, Duration::from_secs(1));
     clock.advance(Duration::from_millis(1000));
-    assert!(limiters.admit(0, 0).is_ok());
+    assert!(admit(&limiters, 0).is_ok());
 }
 
 #[test]
@@ -45,26 +64,61 @@ fn a_refusal_by_a_later_limit_charges_nothing_earlier() {
     // Client: 1/s burst 5. Budget (via key b): 1/s burst 3.
     let (clock, limiters) = fake(&specs(Some(limit(1, Per::Second, 5))));
     for _ in 0..3 {
-        limiters.admit(0, 1).unwrap();
+        admit(&limiters, 1).unwrap();
     }
     for _ in 0..10 {
-        assert_eq!(limiters.admit(0, 1).unwrap_err().kind, LimitKind::Budget);
+        assert_eq!(admit(&limiters, 1).unwrap_err().kind, LimitKind::Budget);
     }
     clock.advance(Duration::from_secs(3));
     // Had the ten refusals charged the client, it would now be 10 s ahead.
     for _ in 0..3 {
-        limiters.admit(0, 1).unwrap();
+        admit(&limiters, 1).unwrap();
     }
-    assert_eq!(limiters.admit(0, 1).unwrap_err().kind, LimitKind::Budget);
+    assert_eq!(admit(&limiters, 1).unwrap_err().kind, LimitKind::Budget);
+}
+
+#[test]
+fn a_request_costs_its_units_on_every_limit() {
+    // Key a: 1/s burst 2; key b: no rate of its own; both: budget 1/s burst 3.
+    let (_clock, limiters) = fake(&specs(None));
+    drop(admit_costing(&limiters, 0, 2).unwrap());
+    let LimitError::Refused(r) = admit_costing(&limiters, 0, 2).unwrap_err() else { panic!() };
+    assert_eq!((r.kind, r.retry_after), (LimitKind::Key, Duration::from_secs(2)), "two more units: 2 s");
+    let LimitError::Refused(r) = admit_costing(&limiters, 1, 2).unwrap_err() else { panic!() };
+    assert_eq!((r.kind, r.retry_after), (LimitKind::Budget, Duration::from_secs(1)), "the budget has 1 unit left");
+    drop(admit_costing(&limiters, 1, 1).unwrap());
+}
+
+#[test]
+fn a_request_costing_more_than_a_burst_could_never_pass() {
+    let (_clock, limiters) = fake(&specs(Some(limit(1, Per::Second, 5))));
+    let err = admit_costing(&limiters, 1, 4).unwrap_err();
+    assert_eq!(err, LimitError::TooCostly { limit: "budget `shared` (60/min burst 3)".into(), cost: 4, burst: 3 });
+    let err = admit_costing(&limiters, 1, 6).unwrap_err();
+    assert!(matches!(err, LimitError::TooCostly { cost: 6, burst: 5, .. }), "the client's limit first: {err:?}");
+    admit_costing(&limiters, 1, 3).unwrap();
+}
+
+#[test]
+fn refunds_give_back_exactly_what_was_charged() {
+    let (_clock, limiters) = fake(&specs(Some(limit(1, Per::Second, 3))));
+    limiters.admit_client(0, 3).unwrap();
+    assert!(limiters.admit_client(0, 1).is_err());
+    limiters.refund_client(0, 2);
+    limiters.admit_client(0, 2).unwrap();
+    assert!(limiters.admit_client(0, 1).is_err());
+    drop(futures_util::FutureExt::now_or_never(limiters.admit_key(0, 1, 3)).unwrap().unwrap());
+    limiters.refund_key(1, 3);
+    drop(futures_util::FutureExt::now_or_never(limiters.admit_key(0, 1, 3)).unwrap().unwrap());
 }
 
 #[test]
 fn in_flight_cap_refuses_until_released() {
     let (_clock, limiters) = fake(&specs(None));
-    let first = limiters.admit(0, 1).unwrap();
-    assert_eq!(limiters.admit(0, 1).unwrap_err().kind, LimitKind::InFlight);
+    let first = admit(&limiters, 1).unwrap();
+    assert_eq!(admit(&limiters, 1).unwrap_err().kind, LimitKind::InFlight);
     drop(first);
-    assert!(limiters.admit(0, 1).is_ok());
+    assert!(admit(&limiters, 1).is_ok());
 }
 
 #[test]
@@ -72,14 +126,14 @@ fn cooldowns_cover_the_key_and_its_budget_and_end() {
     let (clock, limiters) = fake(&specs(None));
     assert_eq!(limiters.cool_down(0, Some(Duration::from_secs(2))), Some(Duration::from_secs(2)));
     assert_eq!(limiters.cool_down(0, Some(Duration::from_secs(2))), None, "already cooling down");
-    let r = limiters.admit(0, 0).unwrap_err();
+    let r = admit(&limiters, 0).unwrap_err();
     assert_eq!(
         (r.kind, r.limit.as_str(), r.retry_after),
         (LimitKind::Cooldown, "upstream cool-down of `a`", Duration::from_secs(2))
     );
-    assert_eq!(limiters.admit(0, 1).unwrap_err().kind, LimitKind::Cooldown, "key b shares the budget");
+    assert_eq!(admit(&limiters, 1).unwrap_err().kind, LimitKind::Cooldown, "key b shares the budget");
     clock.advance(Duration::from_secs(2));
-    assert!(limiters.admit(0, 0).is_ok());
+    assert!(admit(&limiters, 0).is_ok());
     // Capped by max_cooldown (60 s).
     assert_eq!(limiters.cool_down(0, Some(Duration::from_secs(3600))), Some(Duration::from_secs(60)));
 }
@@ -90,25 +144,25 @@ fn an_upstream_429_cools_down_for_its_retry_after() {
     let mut headers = HeaderMap::new();
     headers.insert(header::RETRY_AFTER, "3".parse().unwrap());
     limiters.upstream_throttled(0, &headers);
-    assert_eq!(limiters.admit(0, 0).unwrap_err().retry_after, Duration::from_secs(3));
+    assert_eq!(admit(&limiters, 0).unwrap_err().retry_after, Duration::from_secs(3));
     clock.advance(Duration::from_secs(3));
-    assert!(limiters.admit(0, 0).is_ok());
+    assert!(admit(&limiters, 0).is_ok());
     // No Retry-After: 1 s.
     limiters.upstream_throttled(1, &HeaderMap::new());
-    assert_eq!(limiters.admit(0, 1).unwrap_err().retry_after, Duration::from_secs(1));
+    assert_eq!(admit(&limiters, 1).unwrap_err().retry_after, Duration::from_secs(1));
 }
 
 #[test]
 fn reload_keeps_state_of_unchanged_limits_only() {
     let (clock, first) = fake(&specs(None));
-    assert!(first.admit(0, 0).is_ok());
-    assert!(first.admit(0, 0).is_ok());
+    assert!(admit(&first, 0).is_ok());
+    assert!(admit(&first, 0).is_ok());
     let same = Limiters::with_clock(&specs(None), Some(&first), clock.clone());
-    assert_eq!(same.admit(0, 0).unwrap_err().kind, LimitKind::Key, "state carried over");
+    assert_eq!(admit(&same, 0).unwrap_err().kind, LimitKind::Key, "state carried over");
     let mut changed = specs(None);
     changed.keys[0].limit = Some(limit(1, Per::Second, 5));
     let new = Limiters::with_clock(&changed, Some(&first), clock);
-    assert!(new.admit(0, 0).is_ok(), "a changed limit starts fresh");
+    assert!(admit(&new, 0).is_ok(), "a changed limit starts fresh");
 }
 
 #[test]

@@ -57,6 +57,12 @@ struct LimitLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AvoidedLabels {
+    route: Label,
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KindLabels {
     kind: &'static str,
 }
@@ -109,6 +115,23 @@ impl<M: EncodeMetric> EncodeMetric for Declared<M> {
     }
 }
 
+fn wait_histogram() -> Histogram {
+    Histogram::new([0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0])
+}
+
+/// Gauges read when `/metrics` is scraped.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Snapshot {
+    /// Requests being handled.
+    pub in_flight: usize,
+    /// Whether the shared limiter is connected (`None`: there is none).
+    pub shared_connected: Option<bool>,
+    /// Requests waiting for their turn under `max_wait`.
+    pub waiting: usize,
+    /// Answers cached, and the bytes they hold.
+    pub cached: (u64, u64),
+}
+
 fn latency_histogram() -> Histogram {
     Histogram::new([0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0])
 }
@@ -128,6 +151,11 @@ pub struct Metrics {
     in_flight: Gauge,
     shared_unavailable: Counter,
     shared_connected: Gauge,
+    avoided: Family<AvoidedLabels, Counter>,
+    limit_wait: Family<LimitLabels, Histogram, fn() -> Histogram>,
+    waiting: Gauge,
+    cache_entries: Gauge,
+    cache_bytes: Gauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -219,7 +247,28 @@ impl Default for Metrics {
             "1 while the shared (Redis) limiter is connected, 0 while not; absent without [limits] redis",
             shared_connected.clone(),
         );
+        let avoided = Family::default();
+        let limit_wait = Family::new_with_constructor(wait_histogram as fn() -> Histogram);
+        let (waiting, cache_entries, cache_bytes) = (Gauge::default(), Gauge::default(), Gauge::default());
+        registry.register(
+            "upstream_requests_avoided",
+            "Requests answered without an upstream call of their own, by route and reason (cache, coalesced, local_refusal)",
+            Declared(avoided.clone()),
+        );
+        registry.register(
+            "limit_wait_seconds",
+            "Time requests waited for their turn under a limit's max_wait, by limit kind and name",
+            Declared(limit_wait.clone()),
+        );
+        registry.register("limit_waiting", "Requests waiting for their turn under max_wait now", waiting.clone());
+        registry.register("cache_entries", "Answers in the answer cache", cache_entries.clone());
+        registry.register("cache_bytes", "Bytes the answer cache holds", cache_bytes.clone());
         Self {
+            avoided,
+            limit_wait,
+            waiting,
+            cache_entries,
+            cache_bytes,
             registry: root,
             requests,
             duration,
@@ -274,11 +323,24 @@ impl Metrics {
         self.shared_unavailable.inc();
     }
 
-    /// The Prometheus (OpenMetrics) text, with key info, in-flight and the
-    /// shared limiter's connection (`None`: there is none) read now.
-    pub fn render(&self, keys: &KeyStore, in_flight: usize, shared_connected: Option<bool>) -> String {
-        self.in_flight.set(i64::try_from(in_flight).unwrap_or(i64::MAX));
-        self.shared_connected.set(shared_connected.map_or(0, i64::from));
+    /// Counts a request answered without an upstream call of its own.
+    pub fn avoided(&self, route: &Arc<str>, reason: &'static str) {
+        self.avoided.get_or_create(&AvoidedLabels { route: Label(Arc::clone(route)), reason }).inc();
+    }
+
+    /// Records how long a request waited for its turn under limit `kind` named `name`.
+    pub fn limit_wait(&self, kind: &'static str, name: &str, waited: Duration) {
+        self.limit_wait.get_or_create(&LimitLabels { limit: kind, name: name.into() }).observe(waited.as_secs_f64());
+    }
+
+    /// The Prometheus (OpenMetrics) text, with key info and the gauges of `now`.
+    pub fn render(&self, keys: &KeyStore, now: Snapshot) -> String {
+        let gauge = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        self.in_flight.set(gauge(now.in_flight as u64));
+        self.shared_connected.set(now.shared_connected.map_or(0, i64::from));
+        self.waiting.set(gauge(now.waiting as u64));
+        self.cache_entries.set(gauge(now.cached.0));
+        self.cache_bytes.set(gauge(now.cached.1));
         self.key_info.clear();
         self.key_state.clear();
         for slot in keys.iter() {

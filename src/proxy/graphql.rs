@@ -11,17 +11,28 @@ use http_body_util::BodyExt;
 
 use crate::body::caller_fault;
 use crate::error::ProxyError;
-use crate::graphql::{analyse_cached, request, AnalysisCache, Summary};
+use crate::graphql::{analyse_cached, request, AnalysisCache, OperationKind, Summary};
 use crate::policy::{self, Caller, GraphqlRule, ScopeNames};
 
-/// Reads and checks a GraphQL request; returns it, body restored, with a summary.
+/// A GraphQL request that passed the checks.
+pub(super) struct Checked {
+    /// The caller's request, body restored.
+    pub request: Request,
+    /// The selected operation, for the log and the limits.
+    pub summary: Summary,
+    /// When every operation is a query, what the request asks, per batch
+    /// item: its normalised document and its other parameters.
+    pub read: Option<Vec<(Box<str>, Box<str>)>>,
+}
+
+/// Reads and checks a GraphQL request.
 pub(super) async fn check(
     request: Request,
     rule: &GraphqlRule,
     cache: &std::sync::Arc<AnalysisCache>,
     caller: Caller<'_>,
     scopes: &ScopeNames,
-) -> Result<(Request, Summary), ProxyError> {
+) -> Result<Checked, ProxyError> {
     let is_get = match *request.method() {
         Method::GET => true,
         Method::POST => false,
@@ -40,11 +51,11 @@ pub(super) async fn check(
     for item in &items {
         analysed.push(analyse_cached(cache, &rule.limits, item).await?);
     }
-    policy::graphql(analysed.iter().flat_map(|ops| ops.iter()), is_get, caller, rule, scopes)?;
+    policy::graphql(analysed.iter().flat_map(|a| a.operations.iter()), is_get, caller, rule, scopes)?;
 
-    let selected = items.first().zip(analysed.first()).and_then(|(item, ops)| match &item.operation_name {
-        Some(name) => ops.iter().find(|op| op.name.as_deref() == Some(name.as_str())),
-        None => ops.first(),
+    let selected = items.first().zip(analysed.first()).and_then(|(item, a)| match &item.operation_name {
+        Some(name) => a.operations.iter().find(|op| op.name.as_deref() == Some(name.as_str())),
+        None => a.operations.first(),
     });
     let summary = Summary {
         kind: selected.map(|op| op.kind),
@@ -53,11 +64,15 @@ pub(super) async fn check(
         depth: selected.map_or(0, |op| op.depth),
         nodes: selected.map_or(0, |op| op.nodes),
     };
-    Ok((Request::from_parts(parts, Body::from(bytes)), summary))
+    let read = analysed
+        .iter()
+        .all(|a| a.operations.iter().all(|op| op.kind == OperationKind::Query))
+        .then(|| items.into_iter().zip(&analysed).map(|(item, a)| (a.normalized.clone(), item.params)).collect());
+    Ok(Checked { request: Request::from_parts(parts, Body::from(bytes)), summary, read })
 }
 
 /// Reads the whole body (already limited to `max_body` by `CallerBody`).
-async fn read_body(body: Body) -> Result<Bytes, ProxyError> {
+pub(super) async fn read_body(body: Body) -> Result<Bytes, ProxyError> {
     match body.collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e) => Err(caller_fault(&e)

@@ -16,15 +16,16 @@
 mod app;
 mod graphql;
 mod request_id;
+mod share;
+mod upstream;
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::Request;
 use axum::response::Response;
 use bytes::Bytes;
-use http::{header, HeaderMap, Method, StatusCode};
+use http::{header, HeaderMap, Method};
 
 pub use app::{app, App};
 pub use request_id::new_request_id;
@@ -36,12 +37,13 @@ use crate::client::Peer;
 use crate::config::RouteKind;
 use crate::conn::RequestGuard;
 use crate::error::ProxyError;
-use crate::forward::{self, Outbound, X_REQUEST_ID};
+use crate::forward::{self, X_REQUEST_ID};
 use crate::gate::Gate;
-use crate::limit::{Refusal, SharedCheck, SharedRefusal};
+use crate::limit::{LimitError, SharedCheck, SharedRefusal};
 use crate::policy::{self, Caller};
 use crate::route;
-use crate::runtime::Runtime;
+use crate::runtime::{Route, Runtime};
+use upstream::Call;
 
 /// The proxy's only handler: every method, every path, straight from hyper
 /// (routing follows DESIGN.md's normalisation rules, not a framework's
@@ -78,7 +80,7 @@ where
 }
 
 async fn checked_forward(
-    runtime: &Runtime,
+    runtime: &Arc<Runtime>,
     request: Request,
     peer: Peer,
     exchange: &mut Exchange,
@@ -103,14 +105,19 @@ async fn checked_forward(
     // 3. Scope, and on GraphQL routes every operation.
     let scopes = settings.scopes();
     policy::require(client.scopes, route.spec.scope, scopes, &format_args!("route `{}`", route.spec.pattern))?;
-    let request = match (&route.spec.kind, &route.cache) {
+    let shareable = share::may_share(route, request.method(), request.headers());
+    let (request, graphql_read) = match (&route.spec.kind, &route.cache) {
         (RouteKind::Graphql(rule), Some(cache)) => {
             let caller = Caller { scopes: client.scopes, graphql_fields: client.graphql_fields.as_deref() };
-            let (request, summary) = graphql::check(request, rule, cache, caller, scopes).await?;
-            exchange.graphql = Some(summary);
-            request
+            let checked = graphql::check(request, rule, cache, caller, scopes).await.inspect_err(|e| {
+                if matches!(e, ProxyError::GraphqlLimit(_)) {
+                    exchange.metrics().avoided(&route.spec.pattern, "local_refusal");
+                }
+            })?;
+            exchange.graphql = Some(checked.summary);
+            (checked.request, checked.read)
         }
-        _ => request,
+        _ => (request, None),
     };
 
     // 4. Limits: a body declared too large first, so that it costs no quota
@@ -119,51 +126,101 @@ async fn checked_forward(
     if declared_length(request.headers()).is_some_and(|len| len > max_body) {
         return Err(ProxyError::BodyTooLarge { limit: max_body });
     }
-    let limiters = runtime.limiters();
-    let refused = |r: Refusal| {
-        exchange.metrics().refused(r.kind.as_str(), &r.name);
-        ProxyError::from(r)
+    // A read others may share is read whole now, before it costs anything.
+    let next = match (&route.spec.kind, graphql_read) {
+        _ if !shareable => Next::Direct(request),
+        (RouteKind::Graphql(_), None) => Next::Direct(request),
+        (_, graphql) => {
+            let (parts, body) = request.into_parts();
+            let body = graphql::read_body(body).await?;
+            Next::Shared(parts, body, graphql)
+        }
     };
-    let admission = limiters.admit(client.id, route.spec.key).map_err(refused)?;
-    match limiters.admit_shared(client.id, route.spec.key).await {
+
+    // Units: one per GraphQL operation (MachineMetrics counts operations), else 1.
+    let cost = exchange.graphql.as_ref().map_or(1, |g| u32::try_from(g.operations).unwrap_or(u32::MAX));
+    let limiters = runtime.limiters();
+    limiters.admit_client(client.id, cost).map_err(|e| {
+        if let LimitError::Refused(r) = &e {
+            exchange.metrics().refused(r.kind.as_str(), &r.name);
+        }
+        ProxyError::from(e)
+    })?;
+    let call = Call {
+        runtime: Arc::clone(runtime),
+        gate: Arc::clone(exchange.gate()),
+        client: client.id,
+        key: route.spec.key,
+        cost,
+        shared_client: matches!(next, Next::Direct(_)),
+        uri: forward::upstream_uri(settings.upstream(), &path, uri.query())?,
+        request_id: exchange.request_id.clone(),
+    };
+    let answered = match next {
+        Next::Direct(request) => direct(&call, request, exchange).await,
+        Next::Shared(parts, body, graphql) => {
+            shared_read(&call, route, (parts, body), graphql, (&path, uri.query()), exchange).await
+        }
+    };
+    // Charged only if it passes every limit: a refusal after the client's
+    // own limit gives its units back.
+    if answered.as_ref().is_err_and(ProxyError::is_limit_refusal) {
+        limiters.refund_client(client.id, cost);
+    }
+    answered
+}
+
+/// Where a request goes after its client's limit.
+enum Next {
+    /// Nobody shares it: straight to the key's limits and the upstream.
+    Direct(Request),
+    /// A read, body read whole (and, on GraphQL, what each batch item asks).
+    Shared(http::request::Parts, Bytes, Option<Vec<(Box<str>, Box<str>)>>),
+}
+
+/// A read others may share: the client's limit across replicas, then the
+/// cache, a read in flight, or the upstream (`share`).
+async fn shared_read(
+    call: &Call,
+    route: &Route,
+    (parts, body): (http::request::Parts, Bytes),
+    graphql_read: Option<Vec<(Box<str>, Box<str>)>>,
+    (path, query): (&str, Option<&str>),
+    exchange: &mut Exchange,
+) -> Result<Response, ProxyError> {
+    let runtime = &call.runtime;
+    match runtime.limiters().admit_shared(Some(call.client), None, call.cost).await {
         Ok(SharedCheck::Passed) => {}
         Ok(SharedCheck::WithoutRedis) => exchange.metrics().shared_unavailable(),
-        Err(SharedRefusal::Limit(r)) => return Err(refused(r)),
+        Err(SharedRefusal::Limit(r)) => {
+            exchange.metrics().refused(r.kind.as_str(), &r.name);
+            return Err(r.into());
+        }
         Err(SharedRefusal::Unavailable) => {
             exchange.metrics().shared_unavailable();
             return Err(ProxyError::LimiterUnavailable);
         }
     }
-
-    // 5. Forward with the route's key. The admission (the key's in-flight
-    // permit) is held until the upstream has answered, even if the caller
-    // leaves, and then until the response body is done.
     let slot = runtime.keys().slot(route.spec.key).ok_or(ProxyError::KeyUnavailable)?;
     let key = slot.current().ok_or(ProxyError::KeyUnavailable)?;
-    let upstream = settings.upstream();
-    let out = Outbound {
-        uri: forward::upstream_uri(upstream, &path, uri.query())?,
-        authorization: key.authorization(),
-        request_id: &exchange.request_id,
-        host: upstream.host_header.as_ref(),
+    let asks = match &graphql_read {
+        Some(items) => share::Asks::Graphql(items),
+        None => share::Asks::Rest { method: &parts.method, path, query, body: &body },
     };
-    let sent = Instant::now();
-    let outbound = forward::upstream_request(request, out);
-    let (response, admission) =
-        forward::send(runtime.upstream(), outbound, upstream.timeout, upstream.body_idle_timeout, admission).await?;
-    exchange.admission = admission;
-    exchange.upstream_latency = Some(sent.elapsed());
-    exchange.answered(response.status().as_u16());
+    let read = share::Read::new(route, (slot.name(), key.fingerprint()), &parts.headers, asks);
+    let call = Call { shared_client: false, ..call.clone() };
+    share::serve(read, route, call, (parts, body), exchange).await
+}
 
-    // What the answer says about the key and the company's quota.
-    if response.status() == StatusCode::UNAUTHORIZED {
-        exchange.metrics().unauthorized(runtime.key_name(route.spec.key));
-    }
-    if response.status() == StatusCode::TOO_MANY_REQUESTS {
-        limiters.upstream_throttled(route.spec.key, response.headers());
-    }
-    slot.answered(response.status());
-    Ok(response)
+/// A request nobody shares: the key's limits, then the upstream.
+async fn direct(call: &Call, request: Request, exchange: &mut Exchange) -> Result<Response, ProxyError> {
+    let admission = call.admit().await?;
+    let called = call.send(request, admission).await?;
+    exchange.upstream_latency = Some(called.latency);
+    exchange.answered(called.response.status().as_u16());
+    exchange.waited = called.admission.as_ref().and_then(|a| a.waited.as_ref()).map(|w| w.0);
+    exchange.admission = called.admission;
+    Ok(called.response)
 }
 
 /// CONNECT and protocol upgrades would turn mmgate into a tunnel it cannot

@@ -118,13 +118,13 @@ async fn http_headers_say_what_to_do_next() {
 
 #[tokio::test]
 async fn graphql_limits_name_the_limit_the_value_and_the_allowed_value() {
-    let extra = "\n[[routes]]\npath = \"/strict/graphql\"\nkey = \"reporting\"\nscope = \"reporting\"\nkind = \"graphql\"\nmax_depth = 3\n";
+    let extra = "\n[[routes]]\npath = \"/strict/graphql\"\nkey = \"reporting\"\nscope = \"reporting\"\nkind = \"graphql\"\nmax_depth = 2\n";
     let (gate, upstream, _keys) = Mmgate::with_upstream(extra).await;
     let body = serde_json::json!({ "query": "{ a { b { c { d } } } }" }).to_string();
     let reply = post(&gate.url("/strict/graphql"), &[AS_DASHBOARD, JSON, APOLLO], body).await;
     assert_eq!(reply.status, 400);
     let (message, code, _) = as_graphql_client_reads_it(&reply);
-    assert_eq!((message.as_str(), code.as_str()), ("max_depth exceeded: depth 4, at most 3", "graphql_limit"));
+    assert_eq!((message.as_str(), code.as_str()), ("max_depth exceeded: depth 3, at most 2", "graphql_limit"));
     upstream.assert_untouched();
 }
 

@@ -27,7 +27,7 @@ path = "/strict/graphql"
 key = "reporting"
 scope = "reporting"
 kind = "graphql"
-max_depth = 3
+max_depth = 2
 max_aliases = 2
 max_root_fields = 2
 introspection = false
@@ -183,7 +183,7 @@ async fn shape_limits_and_introspection() {
     let (gate, upstream, _keys) = setup().await;
     let strict = gate.url("/strict/graphql");
     for (query, code, expected) in [
-        ("{ a { b { c { d } } } }", 400, "graphql_limit"), // depth 4 > 3
+        ("{ a { b { c { d } } } }", 400, "graphql_limit"), // depth 3 > 2 (a, b, c select)
         ("{ a { ...F } } fragment F on T { b { c { d } } }", 400, "graphql_limit"), // through a fragment
         ("{ ...A } fragment A on Q { ...B } fragment B on Q { ...A }", 400, "bad_graphql"), // cycle
         ("{ x: a y: a z: a }", 400, "graphql_limit"),      // 3 aliases > 2

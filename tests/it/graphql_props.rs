@@ -112,7 +112,14 @@ fn document() -> impl Strategy<Value = (String, Vec<OperationKind>)> {
 }
 
 fn limits() -> Limits {
-    Limits { max_depth: 64, max_aliases: 10_000, max_root_fields: 10_000, max_tokens: 100_000, introspection: true }
+    Limits {
+        max_depth: 64,
+        max_nodes: 1_000_000,
+        max_aliases: 10_000,
+        max_root_fields: 10_000,
+        max_tokens: 100_000,
+        introspection: true,
+    }
 }
 
 /// Whether graphql-parser reads `doc` as holding a mutation.

@@ -57,13 +57,14 @@ async fn rotation_under_load_drops_no_request_and_switches_within_2s() {
     let url = gate.url("/reports/production");
     let stop = Arc::new(AtomicBool::new(false));
     let mut workers = Vec::new();
-    for _ in 0..4 {
+    for worker in 0..4 {
         let (url, stop) = (url.clone(), stop.clone());
         workers.push(tokio::spawn(async move {
             let mut sent = Vec::new();
             while !stop.load(Ordering::Relaxed) {
                 let started = Instant::now();
-                let reply = get(&url, &[AS_DASHBOARD]).await;
+                // Distinct reads: identical ones in flight at once would share one upstream call.
+                let reply = get(&format!("{url}?w={worker}&n={}", sent.len()), &[AS_DASHBOARD]).await;
                 sent.push((started, reply.status.as_u16(), reply.headers["x-request-id"].to_str().unwrap().to_owned()));
             }
             sent

@@ -34,7 +34,7 @@ async fn two_mmgate_processes_never_exceed_the_shared_limit_together() {
     let started = Instant::now();
     let mut calls = Vec::new();
     for i in 0..20 {
-        let url = format!("http://127.0.0.1:{}/reports/x", replicas[i % 2].0);
+        let url = format!("http://127.0.0.1:{}/reports/x?n={i}", replicas[i % 2].0);
         calls.push(tokio::spawn(async move { get(&url, &[AS_DASHBOARD]).await }));
     }
     let mut ok = 0;

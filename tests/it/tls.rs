@@ -52,8 +52,9 @@ async fn concurrent_requests_share_one_http2_connection() {
     // steady operation (a cold burst may race several handshakes).
     assert_eq!(get(&gate.url("/reports/first"), &[AS_DASHBOARD]).await.status, 200);
 
-    let url = gate.url("/reports/wait");
-    let replies = futures_util::future::join_all((0..20).map(|_| get(&url, &[AS_DASHBOARD]))).await;
+    // Distinct reads: identical ones in flight at once would share one upstream call.
+    let urls: Vec<_> = (0..20).map(|i| gate.url(&format!("/reports/wait?n={i}"))).collect();
+    let replies = futures_util::future::join_all(urls.iter().map(|url| get(url, &[AS_DASHBOARD]))).await;
     assert!(replies.iter().all(|r| r.status == 200));
     assert_eq!(upstream.requests().len(), 21);
     assert_eq!(upstream.connections(), 1, "20 overlapping requests, one multiplexed connection");
@@ -65,8 +66,8 @@ async fn http2_false_speaks_http1_with_a_host_header() {
     let keys = KeyDir::new();
     let gate = gate_for(&upstream, &keys, &format!("{}\nhttp2 = false", trusting_test_ca())).await;
 
-    let url = gate.url("/reports/wait");
-    let replies = futures_util::future::join_all((0..5).map(|_| get(&url, &[AS_DASHBOARD]))).await;
+    let urls: Vec<_> = (0..5).map(|i| gate.url(&format!("/reports/wait?n={i}"))).collect();
+    let replies = futures_util::future::join_all(urls.iter().map(|url| get(url, &[AS_DASHBOARD]))).await;
     assert!(replies.iter().all(|r| r.status == 200 && r.text() == r#"{"version":"HTTP/1.1"}"#));
     for seen in upstream.requests() {
         assert_eq!(seen.version, Version::HTTP_11);

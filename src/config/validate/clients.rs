@@ -61,6 +61,9 @@ pub(super) fn clients(c: &mut Checker, raw: &BTreeMap<String, RawClient>) -> Vec
         }
         let scopes = c.scope_set(&format!("{at}.scopes"), &client.scopes);
         let limit = client.limit.as_ref().and_then(|l| c.limit(&format!("{at}.limit"), l));
+        if let Some(raw) = &client.limit {
+            c.max_wait(&format!("{at}.limit"), raw, false);
+        }
         if client.graphql_fields.as_ref().is_some_and(Vec::is_empty) {
             c.warnings.push(format!("{at}.graphql_fields: empty, so this client can select no GraphQL field"));
         }

@@ -60,6 +60,7 @@ pub(super) fn key_spec(
     }
     let scopes = c.scope_set(&format!("{at}.scopes"), &raw.scopes);
     let limit = raw.limit.as_ref().and_then(|l| c.limit(&format!("{at}.limit"), l));
+    let max_wait = raw.limit.as_ref().and_then(|l| c.max_wait(&format!("{at}.limit"), l, true));
     let budget = match &raw.budget {
         None => None,
         Some(b) => match budgets.iter().position(|x| &x.name == b) {
@@ -80,5 +81,5 @@ pub(super) fn key_spec(
             n
         }
     };
-    Some(KeySpec { name: name.to_owned(), source, scopes, limit, budget, max_in_flight })
+    Some(KeySpec { name: name.to_owned(), source, scopes, limit, budget, max_in_flight, max_wait })
 }

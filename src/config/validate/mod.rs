@@ -14,7 +14,8 @@ use std::time::Duration;
 
 use super::raw::{RawConfig, RawLimit, RawLimits};
 use super::{
-    BudgetSpec, ConfigOrigin, KeySpec, ListenAddr, Overrides, Problem, ProxyEnv, RouteKind, RouteSpec, Settings,
+    BudgetSpec, CacheSettings, ConfigOrigin, KeySpec, ListenAddr, Overrides, Problem, ProxyEnv, RouteKind, RouteSpec,
+    Settings,
 };
 use crate::client::{Client, ClientTable, Credential};
 use crate::limit::{Limit, Per, SharedSettings};
@@ -109,6 +110,23 @@ impl Checker {
         };
         Some(Limit { count, per, burst })
     }
+
+    /// A limit's `max_wait`: for keys and budgets only (a client's own limit
+    /// refuses at once, so that one tool's burst never queues behind itself).
+    fn max_wait(&mut self, key: &str, raw: &RawLimit, allowed: bool) -> Option<Duration> {
+        let wait = raw.max_wait?.0;
+        if !allowed {
+            self.problem(
+                format!("{key}.max_wait"),
+                "a client's own limit refuses at once; set max_wait on the key's or the budget's limit",
+            );
+            return None;
+        }
+        if wait.is_zero() {
+            self.problem(format!("{key}.max_wait"), "must be more than zero, e.g. \"2s\" (or remove it)");
+        }
+        Some(wait)
+    }
 }
 
 /// Validates `raw` into `Settings`, or every problem found.
@@ -125,8 +143,10 @@ pub(super) fn settings(
     let mut budgets = Vec::new();
     for (name, budget) in &raw.budgets {
         c.name(&format!("budgets.{name}"), name);
-        if let Some(limit) = c.limit(&format!("budgets.{name}.limit"), &budget.limit) {
-            budgets.push(BudgetSpec { name: name.clone(), limit });
+        let at = format!("budgets.{name}.limit");
+        if let Some(limit) = c.limit(&at, &budget.limit) {
+            let max_wait = c.max_wait(&at, &budget.limit, true);
+            budgets.push(BudgetSpec { name: name.clone(), limit, max_wait });
         }
     }
     let keys: Vec<KeySpec> =
@@ -139,6 +159,10 @@ pub(super) fn settings(
     routes::duplicate_routes(&mut c, &raw.routes);
     let clients = clients::clients(&mut c, &raw.clients);
     let shared = shared(&mut c, &raw.limits);
+    let cache = CacheSettings { max_bytes: raw.cache.max_bytes.0, max_entry_bytes: raw.cache.max_entry_bytes.0 };
+    if cache.max_entry_bytes > cache.max_bytes {
+        c.problem("cache.max_entry_bytes", "must not be more than cache.max_bytes");
+    }
 
     if !c.problems.is_empty() {
         return Err(c.problems);
@@ -177,6 +201,7 @@ pub(super) fn settings(
         routes: RouteTable::new(routes),
         clients: ClientTable::new(clients),
         shared,
+        cache,
         warnings: c.warnings,
     })
 }

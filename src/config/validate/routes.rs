@@ -37,6 +37,7 @@ pub(super) fn route_spec(
             let graphql_only = [
                 raw.mutation_scope.is_some(),
                 raw.max_depth.is_some(),
+                raw.max_nodes.is_some(),
                 raw.max_aliases.is_some(),
                 raw.max_root_fields.is_some(),
                 raw.max_tokens.is_some(),
@@ -45,12 +46,18 @@ pub(super) fn route_spec(
             if graphql_only.into_iter().any(|set| set) {
                 c.problem(
                     &at,
-                    "`mutation_scope`, `max_depth`, `max_aliases`, `max_root_fields`, `max_tokens` and `introspection` need kind = \"graphql\"",
+                    "`mutation_scope`, `max_depth`, `max_nodes`, `max_aliases`, `max_root_fields`, `max_tokens` and `introspection` need kind = \"graphql\"",
                 );
             }
             RouteKind::Rest
         }
         Some(RawRouteKind::Graphql) => {
+            if raw.read_only.is_some() {
+                c.problem(
+                    format!("{at}.read_only"),
+                    "GraphQL routes tell reads from the document (queries are reads, mutations are not); remove it",
+                );
+            }
             let mutation_scope = match &raw.mutation_scope {
                 Some(s) => Some(c.scope(&format!("{at}.mutation_scope"), s)?),
                 None => None,
@@ -65,6 +72,7 @@ pub(super) fn route_spec(
             };
             let limits = Limits {
                 max_depth: at_least_one("max_depth", raw.max_depth, defaults.max_depth),
+                max_nodes: at_least_one("max_nodes", raw.max_nodes, defaults.max_nodes),
                 max_aliases: raw.max_aliases.unwrap_or(defaults.max_aliases),
                 max_root_fields: at_least_one("max_root_fields", raw.max_root_fields, defaults.max_root_fields),
                 max_tokens: at_least_one("max_tokens", raw.max_tokens, defaults.max_tokens),
@@ -99,7 +107,12 @@ pub(super) fn route_spec(
             }
         }
     }
-    Some((matcher, RouteSpec { pattern: raw.path.as_str().into(), key, scope, kind }))
+    let cache_ttl = raw.cache.as_ref().map(|cache| cache.ttl.0);
+    if cache_ttl.is_some_and(|ttl| ttl.is_zero()) {
+        c.problem(format!("{at}.cache.ttl"), "must be more than zero, e.g. \"10s\" (or remove `cache`)");
+    }
+    let read_only = raw.read_only.unwrap_or(false);
+    Some((matcher, RouteSpec { pattern: raw.path.as_str().into(), key, scope, kind, read_only, cache_ttl }))
 }
 
 pub(super) fn duplicate_routes(c: &mut Checker, routes: &[RawRoute]) {

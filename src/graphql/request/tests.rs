@@ -14,7 +14,8 @@ fn post_json(body: &str) -> Result<Vec<GraphqlRequest>, String> {
 #[test]
 fn objects_and_batches() {
     let one = post_json(r#"{"query":"{a}","operationName":null,"variables":{}}"#).unwrap();
-    assert_eq!(one, [GraphqlRequest { query: "{a}".into(), operation_name: None }]);
+    let params = r#"{"operationName":null,"variables":{}}"#.into();
+    assert_eq!(one, [GraphqlRequest { query: "{a}".into(), operation_name: None, params }]);
     let batch = post_json(r#"[{"query":"{a}"},{"query":"query B {b}","operationName":"B"}]"#).unwrap();
     assert_eq!(batch.len(), 2);
     assert_eq!(batch[1].operation_name.as_deref(), Some("B"));
@@ -109,4 +110,24 @@ fn media_types_and_encodings() {
     h.insert(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
     assert!(matches!(from_post(&h, None, b"{}").unwrap_err(), CarrierError::UnsupportedMedia(_)));
     assert!(matches!(from_post(&HeaderMap::new(), None, b"{}").unwrap_err(), CarrierError::UnsupportedMedia(_)));
+}
+
+#[test]
+fn parameters_compare_as_json_values_whatever_their_order_or_spacing() {
+    let a = post_json(r#"{"query":"{a}","variables":{"x":1,"y":[true,{"b":null,"a":"s"}]}}"#).unwrap();
+    let b = post_json(r#"{ "variables" : {"y":[true,{"a":"s","b":null}],"x":1}, "query":"{a}" }"#).unwrap();
+    assert_eq!(a[0].params, b[0].params);
+    let c = post_json(r#"{"query":"{a}","variables":{"x":2}}"#).unwrap();
+    assert_ne!(a[0].params, c[0].params);
+    let named = post_json(r#"{"query":"{a}","variables":{"x":1},"operationName":"A"}"#).unwrap();
+    assert_ne!(named[0].params, post_json(r#"{"query":"{a}","variables":{"x":1}}"#).unwrap()[0].params);
+    // Over GET, the URL's JSON parameters are compared as JSON too; other
+    // URL parameters (forwarded as well) count as given.
+    let get = |q: &str| from_get(Some(q), b"").unwrap().remove(0).params;
+    assert_eq!(
+        get("query=%7Ba%7D&variables=%7B%22x%22%3A1%7D"),
+        get("variables=%7B%20%22x%22%20%3A%201%7D&query=%7Ba%7D")
+    );
+    assert_ne!(get("query=%7Ba%7D&variables=%7B%22x%22%3A1%7D"), get("query=%7Ba%7D&variables=%7B%22x%22%3A2%7D"));
+    assert_ne!(get("query=%7Ba%7D"), get("query=%7Ba%7D&page=2"));
 }

@@ -1,0 +1,183 @@
+//! Waiting instead of 429: a request over a key's or budget's limit that
+//! sets `max_wait` waits for its turn here, up to `max_wait`.
+//!
+//! Turns are given round-robin by client: one greedy tool with fifty
+//! requests waiting gets one turn in every round, like each other client
+//! with a request waiting, so it cannot starve them. One task (the pump)
+//! runs while anybody waits: it gives each client's oldest request its turn
+//! as soon as the limits let it through, and sleeps until the earliest
+//! moment one could pass otherwise. A waiter whose caller left is skipped;
+//! a turn given to a waiter that left in the meantime is refunded.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use governor::clock::{Clock, Reference};
+use tokio::sync::{oneshot, Notify};
+
+use super::gcra::Gcra;
+use super::Cooldown;
+
+/// What one waiting request needs to pass: its cool-downs and cells, and its cost.
+pub(super) struct Ticket {
+    pub(super) cooldowns: Vec<Arc<Cooldown>>,
+    pub(super) cells: Vec<Arc<Gcra>>,
+    pub(super) cost: u32,
+}
+
+impl Ticket {
+    /// Charges every cell at `now` if all let the request through; else how long until one might.
+    pub(super) fn try_charge(&self, now: u64) -> Result<(), u64> {
+        for cooldown in &self.cooldowns {
+            let until = cooldown.until.load(std::sync::atomic::Ordering::Acquire);
+            if until > now {
+                return Err(until - now);
+            }
+        }
+        // Locked in a fixed order (key, budget) and only for the arithmetic.
+        let mut guards = Vec::with_capacity(self.cells.len());
+        for cell in &self.cells {
+            let guard = cell.lock();
+            match cell.test(*guard, now, self.cost) {
+                Ok(next) => guards.push((guard, next)),
+                Err(wait) => return Err(wait),
+            }
+        }
+        for (mut guard, next) in guards {
+            *guard = next;
+        }
+        Ok(())
+    }
+
+    fn refund(&self) {
+        for cell in &self.cells {
+            cell.refund(self.cost);
+        }
+    }
+}
+
+struct Waiter {
+    ticket: Ticket,
+    turn: oneshot::Sender<()>,
+}
+
+#[derive(Default)]
+struct State {
+    /// Clients with a request waiting, in turn order.
+    order: VecDeque<usize>,
+    queues: HashMap<usize, VecDeque<Waiter>>,
+    pumping: bool,
+}
+
+/// The requests waiting for a turn, for one set of limiters.
+pub(super) struct Room<C: Clock> {
+    state: Mutex<State>,
+    arrived: Notify,
+    clock: C,
+    start: C::Instant,
+}
+
+impl<C: Clock + Clone + Send + Sync + 'static> Room<C>
+where
+    C::Instant: Send + Sync,
+{
+    pub(super) fn new(clock: C, start: C::Instant) -> Self {
+        Self { state: Mutex::default(), arrived: Notify::new(), clock, start }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // The queues stay consistent between statements; a panic elsewhere
+        // cannot leave them half-updated.
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn now(&self) -> u64 {
+        self.clock.now().duration_since(self.start).as_u64()
+    }
+
+    /// Requests waiting now.
+    pub(super) fn waiting(&self) -> usize {
+        self.lock().queues.values().map(VecDeque::len).sum()
+    }
+
+    /// Waits for `ticket`'s turn (charged when it comes) up to `max_wait`.
+    /// `false` when the wait ran out; dropped, the request leaves the room.
+    pub(super) async fn wait(self: &Arc<Self>, client: usize, ticket: Ticket, max_wait: Duration) -> bool {
+        let (turn, given) = oneshot::channel();
+        let start_pump = {
+            let mut state = self.lock();
+            let queue = state.queues.entry(client).or_default();
+            if queue.is_empty() {
+                state.order.push_back(client);
+            }
+            state.queues.entry(client).or_default().push_back(Waiter { ticket, turn });
+            !std::mem::replace(&mut state.pumping, true)
+        };
+        if start_pump {
+            tokio::spawn(Arc::clone(self).pump());
+        } else {
+            self.arrived.notify_one();
+        }
+        matches!(tokio::time::timeout(max_wait, given).await, Ok(Ok(())))
+    }
+
+    /// Gives turns round-robin while anybody waits.
+    async fn pump(self: Arc<Self>) {
+        loop {
+            let Some(sleep) = self.give_turns() else { return };
+            tokio::select! {
+                () = tokio::time::sleep(sleep) => {}
+                () = self.arrived.notified() => {}
+            }
+        }
+    }
+
+    /// Gives every turn the limits allow now, one per client per round.
+    /// Returns how long until one might pass, or `None` when nobody waits
+    /// (and the pump stops).
+    fn give_turns(&self) -> Option<Duration> {
+        let mut state = self.lock();
+        let soonest = loop {
+            let mut gave = false;
+            let mut soonest: Option<u64> = None;
+            for _ in 0..state.order.len() {
+                let Some(client) = state.order.pop_front() else { break };
+                let Some(queue) = state.queues.get_mut(&client) else { continue };
+                // Callers that left (or whose wait ran out) go first.
+                while queue.front().is_some_and(|w| w.turn.is_closed()) {
+                    queue.pop_front();
+                }
+                let Some(head) = queue.front() else {
+                    state.queues.remove(&client);
+                    continue;
+                };
+                match head.ticket.try_charge(self.now()) {
+                    Ok(()) => {
+                        gave = true;
+                        if let Some(waiter) = queue.pop_front() {
+                            if waiter.turn.send(()).is_err() {
+                                waiter.ticket.refund();
+                            }
+                        }
+                    }
+                    Err(wait) => soonest = Some(soonest.map_or(wait, |s| s.min(wait))),
+                }
+                if state.queues.get(&client).is_some_and(|q| !q.is_empty()) {
+                    state.order.push_back(client);
+                } else {
+                    state.queues.remove(&client);
+                }
+            }
+            if !gave {
+                break soonest;
+            }
+        };
+        if state.queues.is_empty() {
+            state.pumping = false;
+            return None;
+        }
+        // Waiters may leave without a wake-up: look again at least every 100 ms.
+        Some(Duration::from_nanos(soonest.unwrap_or(u64::MAX)).min(Duration::from_millis(100)))
+    }
+}
