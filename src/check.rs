@@ -49,22 +49,49 @@ pub fn check(settings: &Settings, skip_keys: bool) -> Report {
             let l = &g.limits;
             let _ = write!(
                 out,
-                "  graphql (mutations: {mutations}; max_depth {}, max_aliases {}, max_root_fields {}, max_tokens {}, introspection {})",
+                "  graphql (mutations: {mutations}; max_depth {}, max_nodes {}, max_aliases {}, max_root_fields {}, max_tokens {}, introspection {})",
                 l.max_depth,
+                l.max_nodes,
                 l.max_aliases,
                 l.max_root_fields,
                 l.max_tokens,
                 if l.introspection { "on" } else { "off" }
             );
         }
+        // What is shared: identical reads always; answers only with a cache.
+        let reads = match &route.kind {
+            RouteKind::Graphql(_) => "queries",
+            RouteKind::Rest if route.read_only => "GET, HEAD, POST",
+            RouteKind::Rest => "GET, HEAD",
+        };
+        let _ = write!(out, "  shares identical {reads}");
+        match route.cache_ttl {
+            Some(ttl) => {
+                let _ = write!(out, "  cache ttl {}", humantime::format_duration(ttl));
+            }
+            None => out.push_str("  no cache"),
+        }
         out.push('\n');
     }
+    let cache = s.cache();
+    let _ = writeln!(
+        out,
+        "  (cache: max_bytes {}, max_entry_bytes {}; larger answers are neither cached nor shared)",
+        bytesize::ByteSize::b(cache.max_bytes).display().iec(),
+        bytesize::ByteSize::b(cache.max_entry_bytes).display().iec()
+    );
 
     let _ = writeln!(out, "\nkeys");
     for key in s.keys() {
         let _ = write!(out, "  {:<20} {}  scopes {}", key.name, key.source, s.scopes().list(key.scopes));
         if let Some(limit) = &key.limit {
             let _ = write!(out, "  limit {limit}");
+        }
+        match key.max_wait {
+            Some(wait) if key.limit.is_some() => {
+                let _ = write!(out, " (over it: wait up to {})", humantime::format_duration(wait));
+            }
+            _ => {}
         }
         if let Some(max) = key.max_in_flight {
             let _ = write!(out, "  max_in_flight {max}");
@@ -90,7 +117,11 @@ pub fn check(settings: &Settings, skip_keys: bool) -> Report {
     if !s.budgets().is_empty() {
         let _ = writeln!(out, "\nbudgets");
         for budget in s.budgets() {
-            let _ = writeln!(out, "  {:<20} limit {}", budget.name, budget.limit);
+            let _ = write!(out, "  {:<20} limit {}", budget.name, budget.limit);
+            if let Some(wait) = budget.max_wait {
+                let _ = write!(out, " (over it: wait up to {})", humantime::format_duration(wait));
+            }
+            out.push('\n');
         }
     }
 

@@ -73,6 +73,8 @@ pub struct Exchange {
     pub graphql_accept: Option<Option<HeaderValue>>,
     /// How a shared read was served.
     pub served: Option<Served>,
+    /// Whether the route caches answers (its answers say how they were served).
+    pub cached_route: bool,
     /// How long the request waited for its turn under `max_wait`.
     pub waited: Option<Duration>,
 }
@@ -112,6 +114,7 @@ impl Exchange {
             admission: None,
             graphql_accept: None,
             served: None,
+            cached_route: false,
             waited: None,
         }
     }

@@ -2,7 +2,9 @@ use std::num::NonZeroU32;
 
 use governor::clock::FakeRelativeClock;
 
+use super::cooldown::parse_retry_after;
 use super::*;
+use http::{header, HeaderMap};
 
 fn limit(count: u32, per: Per, burst: u32) -> Limit {
     Limit { count: NonZeroU32::new(count).unwrap(), per, burst: NonZeroU32::new(burst).unwrap() }

@@ -136,13 +136,17 @@ where
     /// Gives every turn the limits allow now, one per client per round.
     /// Returns how long until one might pass, or `None` when nobody waits
     /// (and the pump stops).
+    ///
+    /// A client whose turn could not be given keeps its place ahead of those
+    /// just served: otherwise the same client would always be tried first
+    /// when the limit frees one slot, and take every slot.
     fn give_turns(&self) -> Option<Duration> {
         let mut state = self.lock();
         let soonest = loop {
             let mut gave = false;
             let mut soonest: Option<u64> = None;
-            for _ in 0..state.order.len() {
-                let Some(client) = state.order.pop_front() else { break };
+            let (mut blocked, mut served) = (VecDeque::new(), VecDeque::new());
+            while let Some(client) = state.order.pop_front() {
                 let Some(queue) = state.queues.get_mut(&client) else { continue };
                 // Callers that left (or whose wait ran out) go first.
                 while queue.front().is_some_and(|w| w.turn.is_closed()) {
@@ -160,15 +164,20 @@ where
                                 waiter.ticket.refund();
                             }
                         }
+                        if queue.is_empty() {
+                            state.queues.remove(&client);
+                        } else {
+                            served.push_back(client);
+                        }
                     }
-                    Err(wait) => soonest = Some(soonest.map_or(wait, |s| s.min(wait))),
-                }
-                if state.queues.get(&client).is_some_and(|q| !q.is_empty()) {
-                    state.order.push_back(client);
-                } else {
-                    state.queues.remove(&client);
+                    Err(wait) => {
+                        soonest = Some(soonest.map_or(wait, |s| s.min(wait)));
+                        blocked.push_back(client);
+                    }
                 }
             }
+            blocked.append(&mut served);
+            state.order = blocked;
             if !gave {
                 break soonest;
             }

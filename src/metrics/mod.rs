@@ -130,6 +130,8 @@ pub struct Snapshot {
     pub waiting: usize,
     /// Answers cached, and the bytes they hold.
     pub cached: (u64, u64),
+    /// Callers waiting on an identical read in flight.
+    pub joined: usize,
 }
 
 fn latency_histogram() -> Histogram {
@@ -156,6 +158,7 @@ pub struct Metrics {
     waiting: Gauge,
     cache_entries: Gauge,
     cache_bytes: Gauge,
+    joined: Gauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -249,7 +252,8 @@ impl Default for Metrics {
         );
         let avoided = Family::default();
         let limit_wait = Family::new_with_constructor(wait_histogram as fn() -> Histogram);
-        let (waiting, cache_entries, cache_bytes) = (Gauge::default(), Gauge::default(), Gauge::default());
+        let (waiting, cache_entries, cache_bytes, joined) =
+            (Gauge::default(), Gauge::default(), Gauge::default(), Gauge::default());
         registry.register(
             "upstream_requests_avoided",
             "Requests answered without an upstream call of their own, by route and reason (cache, coalesced, local_refusal)",
@@ -263,12 +267,18 @@ impl Default for Metrics {
         registry.register("limit_waiting", "Requests waiting for their turn under max_wait now", waiting.clone());
         registry.register("cache_entries", "Answers in the answer cache", cache_entries.clone());
         registry.register("cache_bytes", "Bytes the answer cache holds", cache_bytes.clone());
+        registry.register(
+            "coalesced_waiting",
+            "Requests waiting now for the answer of an identical read in flight",
+            joined.clone(),
+        );
         Self {
             avoided,
             limit_wait,
             waiting,
             cache_entries,
             cache_bytes,
+            joined,
             registry: root,
             requests,
             duration,
@@ -341,6 +351,7 @@ impl Metrics {
         self.waiting.set(gauge(now.waiting as u64));
         self.cache_entries.set(gauge(now.cached.0));
         self.cache_bytes.set(gauge(now.cached.1));
+        self.joined.set(gauge(now.joined as u64));
         self.key_info.clear();
         self.key_state.clear();
         for slot in keys.iter() {

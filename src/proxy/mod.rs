@@ -25,7 +25,7 @@ use axum::body::Body;
 use axum::extract::Request;
 use axum::response::Response;
 use bytes::Bytes;
-use http::{header, HeaderMap, Method};
+use http::{header, HeaderMap, HeaderValue, Method};
 
 pub use app::{app, App};
 pub use request_id::new_request_id;
@@ -43,6 +43,7 @@ use crate::limit::{LimitError, SharedCheck, SharedRefusal};
 use crate::policy::{self, Caller};
 use crate::route;
 use crate::runtime::{Route, Runtime};
+use crate::share::{Served, X_MMGATE_CACHE};
 use upstream::Call;
 
 /// The proxy's only handler: every method, every path, straight from hyper
@@ -73,6 +74,12 @@ where
         }
     };
     response.headers_mut().insert(X_REQUEST_ID.clone(), exchange.request_id.clone());
+    if exchange.cached_route {
+        // Every answer on a cached route says how it was served; one that
+        // never reached the cache (a refusal) was not served from it.
+        let served = *exchange.served.get_or_insert(Served::Miss);
+        response.headers_mut().entry(&X_MMGATE_CACHE).or_insert(HeaderValue::from_static(served.as_str()));
+    }
     exchange.status = response.status().as_u16();
     // The access log line is written, and the request stops counting as in
     // flight, when the response body is done.
@@ -94,6 +101,7 @@ async fn checked_forward(
     exchange.path = Some(path.as_ref().into());
     let route = runtime.routes().find(&path).ok_or(ProxyError::NoRoute)?;
     exchange.route = Some(Arc::clone(&route.spec.pattern));
+    exchange.cached_route = route.spec.cache_ttl.is_some();
     if let RouteKind::Graphql(_) = route.spec.kind {
         exchange.graphql_accept = Some(request.headers().get(header::ACCEPT).cloned());
     }
@@ -127,14 +135,16 @@ async fn checked_forward(
         return Err(ProxyError::BodyTooLarge { limit: max_body });
     }
     // A read others may share is read whole now, before it costs anything.
-    let next = match (&route.spec.kind, graphql_read) {
-        _ if !shareable => Next::Direct(request),
-        (RouteKind::Graphql(_), None) => Next::Direct(request),
-        (_, graphql) => {
-            let (parts, body) = request.into_parts();
-            let body = graphql::read_body(body).await?;
-            Next::Shared(parts, body, graphql)
-        }
+    // (On GraphQL routes, a read is a request whose operations are all queries.)
+    let is_read = shareable && (graphql_read.is_some() || matches!(route.spec.kind, RouteKind::Rest));
+    let next = if is_read {
+        let (parts, body) = request.into_parts();
+        let body = graphql::read_body(body).await?;
+        Next::Shared(parts, body, graphql_read)
+    } else {
+        // Never from the cache.
+        exchange.served = exchange.cached_route.then_some(Served::Bypass);
+        Next::Direct(request)
     };
 
     // Units: one per GraphQL operation (MachineMetrics counts operations), else 1.

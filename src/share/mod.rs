@@ -172,6 +172,11 @@ impl Shares {
     pub fn in_flight(&self) -> usize {
         self.flights().len()
     }
+
+    /// Callers waiting now on a read someone else's request leads.
+    pub fn joined(&self) -> usize {
+        self.flights().values().map(|f| f.followers()).sum()
+    }
 }
 
 impl Flight {

@@ -10,7 +10,6 @@ use graphql_client::Response as GraphqlResponse;
 use crate::cli::{spawn, terminate};
 use crate::support::*;
 
-const JSON: (&str, &str) = ("content-type", "application/json");
 /// What Apollo Client 4 sends.
 const APOLLO: (&str, &str) = ("accept", "application/graphql-response+json,application/json;q=0.9");
 

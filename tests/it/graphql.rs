@@ -8,7 +8,6 @@ use crate::support::*;
 
 const AS_WRITER: (&str, &str) = ("authorization", "Bearer writer-token");
 const AS_NARROW: (&str, &str) = ("authorization", "Bearer narrow-token");
-const JSON: (&str, &str) = ("content-type", "application/json");
 
 fn extra() -> String {
     format!(

@@ -9,8 +9,6 @@ use tokio::net::TcpStream;
 
 use crate::support::*;
 
-const JSON: (&str, &str) = ("content-type", "application/json");
-
 /// One fragment of 5,000 distinct fields spread 1,000 times: 34 KB, under
 /// every token limit; its analysis used to take ~20 s of CPU.
 fn fragment_fan_out() -> String {

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+#[path = "../../../benches/support/fake_mm.rs"]
+pub mod fake_mm;
 pub mod proxy;
 pub mod redis;
 pub mod tls;
@@ -24,6 +26,7 @@ use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::oneshot;
 
+pub use fake_mm::FakeMm;
 pub use proxy::ConnectProxy;
 pub use tls::{tls_fixture, TlsUpstream};
 pub use upstream::Upstream;
@@ -260,6 +263,8 @@ pub async fn post(url: &str, headers: &[(&str, &str)], body: impl Into<Bytes>) -
 
 /// The `dashboard` client's Authorization header.
 pub const AS_DASHBOARD: (&str, &str) = ("authorization", "Bearer dash-token-1");
+/// A JSON body's Content-Type.
+pub const JSON: (&str, &str) = ("content-type", "application/json");
 /// The `erp-sync` client's Authorization header.
 pub const AS_ERP: (&str, &str) = ("authorization", "Bearer erp-token-2");
 
