@@ -320,3 +320,17 @@ fn check_never_shows_a_redis_password() {
     assert!(stdout.contains("shared limits redis://127.0.0.1:6379"), "{stdout}");
     assert!(!stdout.contains("hunter2") && !stderr.contains("hunter2"));
 }
+
+#[test]
+fn check_prints_what_each_route_shares_and_caches_and_each_limits_wait() {
+    let (code, stdout, stderr) = run(mmgate().args(["check", "--skip-keys", "--config", "config/mmgate.toml"]));
+    assert_eq!(code, 0, "{stderr}");
+    let line = |start: &str| stdout.lines().find(|l| l.trim_start().starts_with(start)).unwrap_or_default().to_owned();
+    let graphql = line("/graphql");
+    assert!(graphql.contains("max_depth 5, max_nodes 5") && graphql.contains("shares identical queries"), "{graphql}");
+    assert!(graphql.contains("cache ttl 10s"), "{graphql}");
+    let reports = line("/reports/*");
+    assert!(reports.contains("shares identical GET, HEAD, POST") && reports.contains("no cache"), "{reports}");
+    assert!(stdout.contains("max_bytes 64.0 MiB, max_entry_bytes 1.0 MiB"), "{stdout}");
+    assert!(line("acme").contains("900/min burst 50 (over it: wait up to 2s)"), "{stdout}");
+}
