@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::limit::Limit;
-use crate::policy::ScopeSet;
+use crate::policy::{Mode, ScopeSet};
 
 /// Why a caller could not be identified (401 `unauthenticated`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -72,6 +72,10 @@ pub struct Client {
     /// Besides loopback and Unix socket peers, the networks whose peers may
     /// be this (anonymous) client.
     pub anonymous_from: Vec<ipnet::IpNet>,
+    /// The mode of its scope checks (and of limits without a mode of their own).
+    pub mode: Option<Mode>,
+    /// Its own limit's mode.
+    pub limit_mode: Option<Mode>,
 }
 
 impl Client {
@@ -176,6 +180,8 @@ mod tests {
             limit: None,
             graphql_fields: None,
             anonymous_from: Vec::new(),
+            mode: None,
+            limit_mode: None,
         }];
         if anonymous {
             clients.push(Client {
@@ -186,6 +192,8 @@ mod tests {
                 limit: None,
                 graphql_fields: None,
                 anonymous_from: vec!["172.16.0.0/12".parse().unwrap()],
+                mode: None,
+                limit_mode: None,
             });
         }
         ClientTable::new(clients)

@@ -56,6 +56,27 @@ pub fn check(origin: ConfigOrigin, skip_keys: bool) -> ExitCode {
     }
 }
 
+/// `mmgate suggest`: least privilege from access logs; exit 1 when the logs hold nothing to learn from.
+pub fn suggest(logs: &[std::path::PathBuf], config: Option<&std::path::Path>) -> ExitCode {
+    match crate::suggest::run(logs, config) {
+        Ok((text, read)) => {
+            if read.malformed > 0 {
+                eprintln!(
+                    "mmgate suggest: skipped {} unreadable lines (the first at {})",
+                    read.malformed,
+                    read.first_malformed.as_deref().unwrap_or("?")
+                );
+            }
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(why) => {
+            eprintln!("mmgate suggest: {why}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 /// `mmgate config-schema`: the JSON Schema of the configuration file.
 pub fn config_schema() -> ExitCode {
     match serde_json::to_string_pretty(&crate::config::schema()) {

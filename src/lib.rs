@@ -57,6 +57,7 @@ mod route;
 mod runtime;
 mod server;
 mod share;
+mod suggest;
 
 pub use client::Peer;
 pub use gate::{Gate, ReloadError};

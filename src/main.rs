@@ -35,10 +35,18 @@ enum Command {
     ConfigSchema,
     /// Ask the running mmgate's admin listener for /healthz: exit 0 on 200, 1 otherwise.
     Healthcheck,
+    /// Print the least-privilege configuration that JSON access logs show was needed
+    /// (with --config: that file edited, and what to remove).
+    Suggest {
+        /// JSON access log files (plain or gzip); `-` reads standard input.
+        #[arg(long = "log", value_name = "FILE", required = true, num_args = 1..)]
+        logs: Vec<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let cli_config = cli.config.clone();
     let origin = ConfigOrigin::resolve(cli.config);
     match cli.command {
         None => commands::serve(origin),
@@ -46,5 +54,7 @@ fn main() -> ExitCode {
         Some(Command::Token { name }) => commands::token(&name),
         Some(Command::ConfigSchema) => commands::config_schema(),
         Some(Command::Healthcheck) => commands::healthcheck(origin),
+        // Only a config named on the command line: suggest edits that file.
+        Some(Command::Suggest { logs }) => commands::suggest(&logs, cli_config.as_deref()),
     }
 }

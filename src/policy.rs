@@ -4,12 +4,25 @@
 //! (`limit`). Scope names are interned into bits when the config is loaded,
 //! so a decision on the request path is a mask test, never a string compare.
 //! Pure decisions over what the caller holds and what the request needs.
+//!
+//! A policy (a client's scopes, a route's, a limit) may run in shadow mode:
+//! what it would refuse is recorded and forwarded anyway (`Mode`).
 
 use std::fmt;
 
 use crate::graphql::{Limits, Operation, OperationKind};
 
 /// Scope names MachineMetrics publishes; a config may add its own.
+/// Whether a policy refuses or, rolled out first, only records what it would refuse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// Refuse (the default).
+    #[default]
+    Enforce,
+    /// Forward, and record what would have been refused.
+    Shadow,
+}
+
 pub const PUBLISHED_SCOPES: &[&str] = &[
     "reporting",
     "erp",

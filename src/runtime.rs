@@ -10,7 +10,7 @@ use crate::config::{RouteKind, RouteSpec, Settings};
 use crate::forward::{self, UpstreamClient};
 use crate::graphql::AnalysisCache;
 use crate::keys::{KeyError, KeySource, KeyStore, Watched};
-use crate::limit::{KeyLimitSpec, LimitSpecs, Limiters};
+use crate::limit::{BudgetLimitSpec, KeyLimitSpec, LimitSpecs, Limiters};
 use crate::route::RouteTable;
 use crate::share::Shares;
 
@@ -124,7 +124,7 @@ impl Runtime {
 /// The limiters' specification, from the clients, keys and budgets of `settings`.
 fn limit_specs(settings: &Settings) -> LimitSpecs<'_> {
     LimitSpecs {
-        clients: settings.clients().iter().map(|c| (&*c.name, c.limit)).collect(),
+        clients: settings.clients().iter().map(|c| (&*c.name, c.limit, c.limit_mode)).collect(),
         keys: settings
             .keys()
             .iter()
@@ -134,9 +134,14 @@ fn limit_specs(settings: &Settings) -> LimitSpecs<'_> {
                 budget: k.budget,
                 max_in_flight: k.max_in_flight,
                 max_wait: k.max_wait,
+                mode: k.limit_mode,
             })
             .collect(),
-        budgets: settings.budgets().iter().map(|b| (b.name.as_str(), b.limit, b.max_wait)).collect(),
+        budgets: settings
+            .budgets()
+            .iter()
+            .map(|b| BudgetLimitSpec { name: &b.name, limit: b.limit, max_wait: b.max_wait, mode: b.mode })
+            .collect(),
         shared: settings.shared(),
         max_cooldown: settings.upstream().max_cooldown,
     }

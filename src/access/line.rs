@@ -87,6 +87,10 @@ pub struct AccessLine<'a> {
     pub cache: Option<&'a str>,
     /// Time spent waiting for a turn under a limit's `max_wait`.
     pub wait_us: Option<u64>,
+    /// The scopes the request used.
+    pub scope: Option<&'a str>,
+    /// What a policy in shadow mode would have refused (an error code).
+    pub would_refuse: Option<&'a str>,
 }
 
 impl AccessLine<'_> {
@@ -131,6 +135,8 @@ impl AccessLine<'_> {
             body_cut = self.body_cut,
             cache = self.cache,
             wait_us = self.wait_us,
+            scope = self.scope,
+            would_refuse = self.would_refuse,
         );
     }
 
@@ -168,6 +174,8 @@ impl AccessLine<'_> {
         f.boolean("body_cut", self.body_cut);
         f.maybe_string("cache", self.cache);
         f.maybe_number("wait_us", self.wait_us);
+        f.maybe_string("scope", self.scope);
+        f.maybe_string("would_refuse", self.would_refuse);
         f.out.extend_from_slice(if json { b",\"target\":\"mmgate::access\"}\n" } else { b"\n" });
     }
 }
@@ -306,6 +314,8 @@ mod tests {
             body_cut: false,
             cache: Some("miss"),
             wait_us: Some(1500),
+            scope: Some("reporting"),
+            would_refuse: Some("scope_denied"),
         };
         // Nothing optional, and values that need escaping in both formats.
         let sparse = AccessLine {

@@ -77,6 +77,10 @@ pub struct Exchange {
     pub cached_route: bool,
     /// How long the request waited for its turn under `max_wait`.
     pub waited: Option<Duration>,
+    /// The scopes the request used (`reporting`, or `reporting,write` with a mutation).
+    pub scope: Option<Box<str>>,
+    /// What a policy in shadow mode would have refused (its error code).
+    would_refuse: Option<&'static str>,
 }
 
 impl Exchange {
@@ -116,6 +120,8 @@ impl Exchange {
             served: None,
             cached_route: false,
             waited: None,
+            scope: None,
+            would_refuse: None,
         }
     }
 
@@ -157,6 +163,21 @@ impl Exchange {
             ProxyError::RateLimited(limited) => self.limit = Some(limited.limit.clone()),
             _ => {}
         }
+    }
+
+    /// Records what a policy in shadow mode would have refused (the first
+    /// one only: enforcement would have stopped there), and counts it.
+    pub fn would_refuse(&mut self, error: &ProxyError) {
+        if self.would_refuse.is_some() {
+            return;
+        }
+        self.would_refuse = Some(error.code());
+        if let ProxyError::RateLimited(limited) = error {
+            self.limit = Some(limited.limit.clone());
+        }
+        let route = Label(self.route.clone().unwrap_or_else(|| "none".into()));
+        let client = Label(self.client.clone().unwrap_or_else(|| "none".into()));
+        self.gate.metrics.shadow_refusal(&route, &client, error.code());
     }
 
     /// Records that the upstream answered with `status`.
@@ -225,6 +246,8 @@ impl Drop for Exchange {
             body_cut: self.body_failed,
             cache: self.served.map(Served::as_str),
             wait_us: self.waited.map(micros),
+            scope: self.scope.as_deref(),
+            would_refuse: self.would_refuse,
         }
         .log();
     }

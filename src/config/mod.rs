@@ -8,6 +8,7 @@ pub(crate) mod egress;
 mod env;
 mod raw;
 mod settings;
+mod units;
 mod validate;
 
 use std::fmt;

@@ -6,12 +6,12 @@
 //! `config/mmgate.toml`.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::time::Duration;
 
-use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
-use serde::de::{self, Deserializer, Visitor};
+use schemars::{JsonSchema, Schema};
 use serde::Deserialize;
+
+pub use super::units::{ByteSize, HumanDuration};
 
 /// mmgate configuration (mmgate.toml).
 #[derive(Debug, Default, Deserialize, JsonSchema)]
@@ -109,6 +109,9 @@ pub struct RawServer {
     pub watch_key_files: bool,
     /// `text` (default) or `json`: one JSON object per log line.
     pub log_format: RawLogFormat,
+    /// `enforce` (default) or `shadow`: every policy without a mode of its own
+    /// records what it would refuse and forwards the request.
+    pub mode: RawMode,
 }
 
 impl Default for RawServer {
@@ -128,6 +131,7 @@ impl Default for RawServer {
             key_poll_interval: HumanDuration(Duration::from_secs(5)),
             watch_key_files: true,
             log_format: RawLogFormat::Text,
+            mode: RawMode::Enforce,
         }
     }
 }
@@ -140,6 +144,26 @@ pub enum RawLogFormat {
     Text,
     /// One JSON object per line.
     Json,
+}
+
+/// `mode` of a policy: enforce it, or only record what it would refuse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RawMode {
+    /// Refuse what the policy refuses.
+    #[default]
+    Enforce,
+    /// Forward, and record what it would have refused (`would_refuse`).
+    Shadow,
+}
+
+impl From<RawMode> for crate::policy::Mode {
+    fn from(mode: RawMode) -> Self {
+        match mode {
+            RawMode::Enforce => Self::Enforce,
+            RawMode::Shadow => Self::Shadow,
+        }
+    }
 }
 
 /// `routes[].kind`.
@@ -229,6 +253,8 @@ pub struct RawLimit {
     pub burst: Option<u32>,
     /// Keys and budgets: wait up to this long for a turn instead of 429.
     pub max_wait: Option<HumanDuration>,
+    /// `shadow`: record what this limit would refuse, and forward.
+    pub mode: Option<RawMode>,
 }
 
 /// `[[routes]]`: a path pattern, the key it uses and the scope it needs.
@@ -261,6 +287,8 @@ pub struct RawRoute {
     pub read_only: Option<bool>,
     /// Keep successful read answers for `ttl`: `cache = { ttl = "10s" }`.
     pub cache: Option<RawRouteCache>,
+    /// `shadow`: record what this route's scope checks would refuse, and forward.
+    pub mode: Option<RawMode>,
 }
 
 /// `routes[].cache`.
@@ -292,91 +320,8 @@ pub struct RawClient {
     /// Anonymous client: networks (CIDR) whose peers may use it besides loopback and Unix sockets.
     #[serde(default)]
     pub anonymous_from: Vec<String>,
-}
-
-/// A duration written as `"25s"`, `"1m 30s"`, `"250ms"`, or whole seconds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct HumanDuration(pub Duration);
-
-impl<'de> Deserialize<'de> for HumanDuration {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct V;
-        impl Visitor<'_> for V {
-            type Value = HumanDuration;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a duration such as \"30s\", \"250ms\" or \"2m\"")
-            }
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
-                Ok(HumanDuration(Duration::from_secs(v)))
-            }
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
-                u64::try_from(v)
-                    .map(|s| HumanDuration(Duration::from_secs(s)))
-                    .map_err(|_| E::custom("a duration cannot be negative"))
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-                humantime::parse_duration(v.trim())
-                    .map(HumanDuration)
-                    .map_err(|e| E::custom(format!("`{v}` is not a duration ({e}); write e.g. \"30s\"")))
-            }
-        }
-        deserializer.deserialize_any(V)
-    }
-}
-
-/// A size written as `"1MiB"`, `"32KiB"`, `"500kB"`, or a number of bytes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ByteSize(pub u64);
-
-impl<'de> Deserialize<'de> for ByteSize {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct V;
-        impl Visitor<'_> for V {
-            type Value = ByteSize;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a size such as \"1MiB\" or \"32KiB\"")
-            }
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
-                Ok(ByteSize(v))
-            }
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
-                u64::try_from(v).map(ByteSize).map_err(|_| E::custom("a size cannot be negative"))
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-                v.trim()
-                    .parse::<bytesize::ByteSize>()
-                    .map(|b| ByteSize(b.as_u64()))
-                    .map_err(|e| E::custom(format!("`{v}` is not a size ({e}); write e.g. \"1MiB\"")))
-            }
-        }
-        deserializer.deserialize_any(V)
-    }
-}
-
-impl JsonSchema for HumanDuration {
-    fn schema_name() -> std::borrow::Cow<'static, str> {
-        "Duration".into()
-    }
-
-    fn json_schema(_: &mut SchemaGenerator) -> Schema {
-        json_schema!({
-            "description": "A duration: \"30s\", \"250ms\", \"2m\", or whole seconds",
-            "anyOf": [{ "type": "string", "pattern": "^\\s*[0-9]" }, { "type": "integer", "minimum": 0 }]
-        })
-    }
-}
-
-impl JsonSchema for ByteSize {
-    fn schema_name() -> std::borrow::Cow<'static, str> {
-        "ByteSize".into()
-    }
-
-    fn json_schema(_: &mut SchemaGenerator) -> Schema {
-        json_schema!({
-            "description": "A size: \"1MiB\", \"32KiB\", or a number of bytes",
-            "anyOf": [{ "type": "string", "pattern": "^\\s*[0-9]" }, { "type": "integer", "minimum": 0 }]
-        })
-    }
+    /// `shadow`: record what this client's scopes and limit would refuse, and forward.
+    pub mode: Option<RawMode>,
 }
 
 /// The JSON Schema of the configuration file, for editors.

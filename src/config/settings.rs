@@ -16,7 +16,7 @@ use super::ConfigOrigin;
 use crate::client::ClientTable;
 use crate::keys::KeySource;
 use crate::limit::{Limit, SharedSettings};
-use crate::policy::{GraphqlRule, Scope, ScopeNames, ScopeSet};
+use crate::policy::{GraphqlRule, Mode, Scope, ScopeNames, ScopeSet};
 use crate::route::RouteTable;
 
 /// An address to listen on.
@@ -68,6 +68,8 @@ pub struct ServerSettings {
     pub watch_key_files: bool,
     /// How log lines are written.
     pub log_format: LogFormat,
+    /// The mode of every policy without one of its own.
+    pub mode: Mode,
 }
 
 /// How log lines are written (`server.log_format`).
@@ -154,6 +156,8 @@ pub struct BudgetSpec {
     pub limit: Limit,
     /// How long a request over the budget may wait for its turn.
     pub max_wait: Option<Duration>,
+    /// The budget limit's own mode.
+    pub mode: Option<Mode>,
 }
 
 /// One configured key: its source and what it may do.
@@ -173,6 +177,8 @@ pub struct KeySpec {
     pub max_in_flight: Option<std::num::NonZeroU32>,
     /// How long a request over the key's limit may wait for its turn.
     pub max_wait: Option<Duration>,
+    /// Its limit's own mode.
+    pub limit_mode: Option<Mode>,
 }
 
 /// Index of a key in `Settings::keys`.
@@ -193,6 +199,8 @@ pub struct RouteSpec {
     pub read_only: bool,
     /// How long successful read answers are kept, when the route caches.
     pub cache_ttl: Option<Duration>,
+    /// The mode of its scope checks (and of limits without a mode of their own).
+    pub mode: Option<Mode>,
 }
 
 /// `[cache]`, validated.

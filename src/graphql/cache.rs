@@ -108,11 +108,17 @@ impl AnalysisCache {
         if let Some(hit) = self.cached(query, operation_name) {
             return hit;
         }
-        let analysed: Analysed = analyse(query, operation_name, limits)
-            .map(|operations| Arc::new(Analysis { operations, normalized: normalize(query) }));
+        let analysed = Self::analyse_once(query, operation_name, limits);
         let key = Key { query: query.into(), operation_name: operation_name.map(Into::into) };
         self.0.insert(key, analysed.clone());
         analysed
+    }
+
+    /// Analyses under other limits than the route's, so nothing is cached
+    /// (a shadowed policy looking past what the route refuses).
+    pub fn analyse_once(query: &str, operation_name: Option<&str>, limits: &Limits) -> Analysed {
+        analyse(query, operation_name, limits)
+            .map(|operations| Arc::new(Analysis { operations, normalized: normalize(query) }))
     }
 }
 

@@ -13,6 +13,7 @@ use std::time::Duration;
 use governor::Quota;
 
 use super::LimitKind;
+use crate::policy::Mode;
 
 /// The period a limit's count refers to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,11 +114,18 @@ pub(super) struct Named {
     pub(super) name: String,
     pub(super) gcra: Arc<Gcra>,
     pub(super) shared_key: String,
+    /// Its own mode, if set (else the request's client's, route's or server's).
+    pub(super) mode: Option<Mode>,
 }
 
 impl Named {
     /// The cell of `old` when it had the same limit (its state carries over a reload), else a new one.
-    pub(super) fn new(kind: LimitKind, name: &str, limit: Limit, old: Option<&Named>, prefix: &str) -> Self {
+    pub(super) fn new(
+        kind: LimitKind,
+        (name, limit, mode): (&str, Limit, Option<Mode>),
+        old: Option<&Named>,
+        prefix: &str,
+    ) -> Self {
         let gcra = match old {
             Some(o) if o.gcra.limit == limit => Arc::clone(&o.gcra),
             _ => Arc::new(Gcra::new(limit)),
@@ -125,7 +133,13 @@ impl Named {
         // The spec is part of the key, so a changed limit starts fresh everywhere.
         let spec = format!("{}{}{}", limit.count, if limit.per == Per::Second { "s" } else { "m" }, limit.burst);
         let shared_key = format!("{prefix}:{{limits}}:{}:{name}:{spec}", kind.as_str());
-        Self { kind, name: name.to_owned(), gcra, shared_key }
+        Self { kind, name: name.to_owned(), gcra, shared_key, mode }
+    }
+
+    /// Whether it only records what it would refuse, for a request whose
+    /// client, route or server mode is `fallback`.
+    pub(super) fn shadowed(&self, fallback: Mode) -> bool {
+        self.mode.unwrap_or(fallback) == Mode::Shadow
     }
 
     /// The limit this cell enforces.

@@ -12,6 +12,7 @@
 //! (governor's `Clock`): quanta's monotonic clock in the proxy, a fake one
 //! in tests, as linkerd2-proxy's rate limiter does.
 
+mod admit;
 mod cooldown;
 mod gcra;
 mod shared;
@@ -22,16 +23,18 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use governor::clock::{Clock, QuantaClock, Reference};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use governor::clock::{Clock, QuantaClock};
+use tokio::sync::Semaphore;
 
+use crate::policy::Mode;
+pub use admit::{Admission, Charge};
 use cooldown::Cooldown;
 use gcra::{nanos, Named};
 pub use gcra::{Limit, Per};
 pub use shared::SharedSettings;
 use shared::{Cell, SharedLimiter, Verdict};
-pub use spec::{KeyLimitSpec, LimitError, LimitKind, LimitSpecs, Refusal, SharedCheck, SharedRefusal};
-use wait::{Room, Ticket};
+pub use spec::{BudgetLimitSpec, KeyLimitSpec, LimitError, LimitKind, LimitSpecs, Refusal, SharedCheck, SharedRefusal};
+use wait::Room;
 
 #[derive(Debug)]
 struct KeyLimits {
@@ -48,14 +51,6 @@ struct BudgetLimits {
     rate: Named,
     max_wait: Option<Duration>,
     cooldown: Arc<Cooldown>,
-}
-
-/// What an admitted request holds until its upstream exchange is done.
-#[derive(Debug)]
-pub struct Admission {
-    _in_flight: Option<OwnedSemaphorePermit>,
-    /// How long it waited for its turn, and which limit made it wait.
-    pub waited: Option<(Duration, LimitKind, String)>,
 }
 
 /// Every limiter of one configuration, indexed like its clients, keys and budgets.
@@ -107,20 +102,20 @@ where
         let clients = specs
             .clients
             .iter()
-            .map(|&(name, limit)| {
+            .map(|&(name, limit, mode)| {
                 let old =
                     previous.and_then(|p| p.clients.iter().find(|(n, _)| n == name)).and_then(|(_, g)| g.as_ref());
-                (name.to_owned(), limit.map(|l| Named::new(LimitKind::Client, name, l, old, prefix)))
+                (name.to_owned(), limit.map(|l| Named::new(LimitKind::Client, (name, l, mode), old, prefix)))
             })
             .collect();
         let budgets = specs
             .budgets
             .iter()
-            .map(|&(name, limit, max_wait)| {
-                let old = previous.and_then(|p| p.budgets.iter().find(|x| x.rate.name == name));
+            .map(|b| {
+                let old = previous.and_then(|p| p.budgets.iter().find(|x| x.rate.name == b.name));
                 BudgetLimits {
-                    rate: Named::new(LimitKind::Budget, name, limit, old.map(|o| &o.rate), prefix),
-                    max_wait,
+                    rate: Named::new(LimitKind::Budget, (b.name, b.limit, b.mode), old.map(|o| &o.rate), prefix),
+                    max_wait: b.max_wait,
                     cooldown: old.map_or_else(Default::default, |o| Arc::clone(&o.cooldown)),
                 }
             })
@@ -137,7 +132,7 @@ where
                 let old_rate = old.and_then(|o| o.rate.as_ref());
                 KeyLimits {
                     name: k.name.to_owned(),
-                    rate: k.limit.map(|l| Named::new(LimitKind::Key, k.name, l, old_rate, prefix)),
+                    rate: k.limit.map(|l| Named::new(LimitKind::Key, (k.name, l, k.mode), old_rate, prefix)),
                     max_wait: k.max_wait,
                     budget: k.budget,
                     in_flight,
@@ -163,142 +158,6 @@ where
         }
     }
 
-    fn now_ns(&self) -> u64 {
-        self.clock.now().duration_since(self.start).as_u64()
-    }
-
-    /// The client's own limit: `cost` units charged, or refused at once.
-    pub fn admit_client(&self, client: usize, cost: u32) -> Result<(), LimitError> {
-        let Some(named) = self.clients.get(client).and_then(|(_, n)| n.as_ref()) else {
-            return Ok(());
-        };
-        if !named.gcra.fits(cost) {
-            return Err(named.too_costly(cost));
-        }
-        let now = self.now_ns();
-        let mut tat = named.gcra.lock();
-        match named.gcra.test(*tat, now, cost) {
-            Ok(next) => {
-                *tat = next;
-                Ok(())
-            }
-            Err(wait) => Err(LimitError::Refused(named.refusal(wait))),
-        }
-    }
-
-    /// Gives back what `admit_client` charged (a later step refused the request).
-    pub fn refund_client(&self, client: usize, cost: u32) {
-        if let Some(named) = self.clients.get(client).and_then(|(_, n)| n.as_ref()) {
-            named.gcra.refund(cost);
-        }
-    }
-
-    /// The key's side: its cool-down and its budget's, its in-flight cap,
-    /// then its limit and its budget's, charged `cost` units together or
-    /// not at all. Over a limit with `max_wait`, the request waits for its
-    /// turn (round-robin by `client`) rather than being refused.
-    pub async fn admit_key(&self, client: usize, key: usize, cost: u32) -> Result<Admission, LimitError> {
-        let Some(k) = self.keys.get(key) else {
-            return Ok(Admission { _in_flight: None, waited: None });
-        };
-        let budget = k.budget.and_then(|b| self.budgets.get(b));
-        let rates: Vec<(&Named, Option<Duration>)> =
-            [k.rate.as_ref().map(|r| (r, k.max_wait)), budget.map(|b| (&b.rate, b.max_wait))]
-                .into_iter()
-                .flatten()
-                .collect();
-        if let Some((named, _)) = rates.iter().find(|(n, _)| !n.gcra.fits(cost)) {
-            return Err(named.too_costly(cost));
-        }
-        let permit = match &k.in_flight {
-            None => None,
-            Some((max, semaphore)) => Some(Arc::clone(semaphore).try_acquire_owned().map_err(|_| {
-                LimitError::Refused(Refusal {
-                    kind: LimitKind::InFlight,
-                    name: k.name.clone(),
-                    limit: format!("key `{}` max_in_flight {max}", k.name),
-                    retry_after: Duration::from_secs(1),
-                    rate: None,
-                })
-            })?),
-        };
-        let cooldowns = [
-            Some((&k.cooldown, k.name.as_str(), k.max_wait)),
-            budget.map(|b| (&b.cooldown, b.rate.name.as_str(), b.max_wait)),
-        ];
-        let ticket = Ticket {
-            cooldowns: cooldowns.iter().flatten().map(|(c, ..)| Arc::clone(c)).collect(),
-            cells: rates.iter().map(|(n, _)| Arc::clone(&n.gcra)).collect(),
-            cost,
-        };
-        let now = self.now_ns();
-        let Err(wait) = ticket.try_charge(now) else {
-            return Ok(Admission { _in_flight: permit, waited: None });
-        };
-        // What refused: a cool-down first, then the first limit over its rate.
-        let refusal = cooldowns
-            .iter()
-            .flatten()
-            .find(|(c, ..)| c.until.load(Ordering::Acquire) > now)
-            .map(|(c, name, max_wait)| {
-                let refusal = Refusal {
-                    kind: LimitKind::Cooldown,
-                    name: (*name).to_owned(),
-                    limit: format!("upstream cool-down of `{name}`"),
-                    retry_after: Duration::from_nanos(c.until.load(Ordering::Acquire).saturating_sub(now)),
-                    rate: None,
-                };
-                (refusal, *max_wait)
-            })
-            .or_else(|| {
-                rates.iter().find_map(|(named, max_wait)| {
-                    let tat = *named.gcra.lock();
-                    named.gcra.test(tat, now, cost).err().map(|w| (named.refusal(w), *max_wait))
-                })
-            });
-        let Some((refusal, Some(max_wait))) = refusal else {
-            let refusal = refusal.map_or_else(|| self.refusal_of_wait(k, wait), |(r, _)| r);
-            return Err(LimitError::Refused(refusal));
-        };
-        if refusal.retry_after > max_wait {
-            return Err(LimitError::Refused(refusal));
-        }
-        let started = tokio::time::Instant::now();
-        if self.room.wait(client, ticket, max_wait).await {
-            let waited = Some((started.elapsed(), refusal.kind, refusal.name));
-            Ok(Admission { _in_flight: permit, waited })
-        } else {
-            Err(LimitError::Refused(refusal))
-        }
-    }
-
-    /// A refusal when the limit that refused cannot be named (it changed meanwhile).
-    fn refusal_of_wait(&self, k: &KeyLimits, wait: u64) -> Refusal {
-        Refusal {
-            kind: LimitKind::Key,
-            name: k.name.clone(),
-            limit: format!("key `{}`", k.name),
-            retry_after: Duration::from_nanos(wait),
-            rate: None,
-        }
-    }
-
-    /// Requests waiting for their turn now.
-    pub fn waiting(&self) -> usize {
-        self.room.waiting()
-    }
-
-    /// Both sides at once, for callers that take no step between them:
-    /// charged only if both pass.
-    pub async fn admit(&self, client: usize, key: usize, cost: u32) -> Result<Admission, LimitError> {
-        self.admit_client(client, cost)?;
-        let admitted = self.admit_key(client, key, cost).await;
-        if admitted.is_err() {
-            self.refund_client(client, cost);
-        }
-        admitted
-    }
-
     /// The limits that apply to `client` (and, for a request that goes
     /// upstream, `key` and its budget), in locking order.
     fn rates<'a>(&'a self, client: Option<usize>, key: Option<&'a KeyLimits>) -> impl Iterator<Item = &'a Named> + 'a {
@@ -308,23 +167,16 @@ where
         [client, key_rate, budget].into_iter().flatten()
     }
 
-    /// Gives back what `admit_key` charged to the key and its budget (a later
-    /// step refused the request).
-    pub fn refund_key(&self, key: usize, cost: u32) {
-        for named in self.rates(None, self.keys.get(key)) {
-            named.gcra.refund(cost);
-        }
-    }
-
     /// Checks the limits shared across replicas, after they passed locally:
     /// with `client`, the client's; with `key` (a request going upstream),
     /// the key's and its budget's; `cost` units each, in one round trip.
-    /// Refused, nothing is given back locally: the caller refunds what it charged.
+    /// Refused, nothing is given back locally: the caller refunds what it
+    /// charged. Limits in shadow mode (their own, else `fallback`) never refuse.
     pub async fn admit_shared(
         &self,
-        client: Option<usize>,
-        key: Option<usize>,
+        (client, key): (Option<usize>, Option<usize>),
         cost: u32,
+        fallback: Mode,
     ) -> Result<SharedCheck, SharedRefusal> {
         let Some(shared) = &self.shared else {
             return Ok(SharedCheck::Passed);
@@ -341,21 +193,24 @@ where
                 interval_us: n.gcra.interval / 1000,
                 tolerance_us: n.gcra.tolerance / 1000,
                 cost,
+                shadow: n.shadowed(fallback),
             })
             .collect();
-        match shared.admit(&cells).await {
-            Verdict::Admitted => Ok(SharedCheck::Passed),
-            Verdict::Refused { index, wait } => {
-                let refused = named.get(index);
-                let (name, limit) = refused.map_or_else(Default::default, |n| (n.name.clone(), n.describe()));
-                Err(SharedRefusal::Limit(Refusal {
-                    kind: LimitKind::Shared,
-                    name,
-                    limit: format!("{limit} across replicas"),
-                    retry_after: wait,
-                    rate: refused.map(|n| n.limit()),
-                }))
+        let refusal = |index: usize, wait: Duration| {
+            let refused = named.get(index);
+            let (name, limit) = refused.map_or_else(Default::default, |n| (n.name.clone(), n.describe()));
+            Refusal {
+                kind: LimitKind::Shared,
+                name,
+                limit: format!("{limit} across replicas"),
+                retry_after: wait,
+                rate: refused.map(|n| n.limit()),
             }
+        };
+        match shared.admit(&cells).await {
+            Verdict::Admitted { shadowed: None } => Ok(SharedCheck::Passed),
+            Verdict::Admitted { shadowed: Some((index, wait)) } => Ok(SharedCheck::Shadowed(refusal(index, wait))),
+            Verdict::Refused { index, wait } => Err(SharedRefusal::Limit(refusal(index, wait))),
             Verdict::Unavailable => {
                 self.log_unavailable(shared.settings());
                 if shared.settings().fail_open {

@@ -47,37 +47,49 @@ pub struct Cell<'a> {
     pub tolerance_us: u64,
     /// Units this request costs (one per GraphQL operation).
     pub cost: u32,
+    /// In shadow mode: when it would refuse, it is skipped (not charged) and reported.
+    pub shadow: bool,
 }
 
 /// What Redis decided.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
-    /// Every limit passed and was charged.
-    Admitted,
+    /// Every enforced limit passed and was charged; a shadowed one that
+    /// would have refused (its index and wait) was skipped.
+    Admitted { shadowed: Option<(usize, Duration)> },
     /// Limit number `index` (of the cells given) refused; retry after `wait`.
     Refused { index: usize, wait: Duration },
     /// Redis could not be asked.
     Unavailable,
 }
 
-// Returns {0, 0} when admitted, or {i, wait_us} for the first refusing cell.
+// Returns {0, 0} when admitted, {i, wait_us} for the first refusing cell,
+// or {0, 0, i, wait_us} when admitted but shadowed cell i would have refused
+// (a shadowed cell that would refuse is not charged).
 const GCRA: &str = r#"
 pcall(redis.replicate_commands)
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local new = {}
+local shadowed = nil
 for i = 1, #KEYS do
-  local interval = tonumber(ARGV[3 * i - 2])
-  local tolerance = tonumber(ARGV[3 * i - 1])
-  local extra = interval * (tonumber(ARGV[3 * i]) - 1)
+  local interval = tonumber(ARGV[4 * i - 3])
+  local tolerance = tonumber(ARGV[4 * i - 2])
+  local extra = interval * (tonumber(ARGV[4 * i - 1]) - 1)
+  local shadow = ARGV[4 * i] == '1'
   local tat = tonumber(redis.call('GET', KEYS[i]) or now)
   if tat < now then tat = now end
-  if tat - now + extra > tolerance then return {i, tat - now + extra - tolerance} end
-  new[i] = tat + extra + interval
+  if tat - now + extra > tolerance then
+    if not shadow then return {i, tat - now + extra - tolerance} end
+    if not shadowed then shadowed = {i, tat - now + extra - tolerance} end
+  else
+    new[i] = tat + extra + interval
+  end
 end
 for i = 1, #KEYS do
-  redis.call('SET', KEYS[i], new[i], 'PX', math.ceil((new[i] - now) / 1000) + 1000)
+  if new[i] then redis.call('SET', KEYS[i], new[i], 'PX', math.ceil((new[i] - now) / 1000) + 1000) end
 end
+if shadowed then return {0, 0, shadowed[1], shadowed[2]} end
 return {0, 0}
 "#;
 
@@ -147,14 +159,22 @@ impl SharedLimiter {
         let mut manager = (*manager).clone();
         let mut invocation = self.script.prepare_invoke();
         for cell in cells {
-            invocation.key(cell.key).arg(cell.interval_us).arg(cell.tolerance_us).arg(cell.cost.max(1));
+            let shadow = if cell.shadow { "1" } else { "0" };
+            invocation.key(cell.key).arg(cell.interval_us).arg(cell.tolerance_us).arg(cell.cost.max(1)).arg(shadow);
         }
-        let call = invocation.invoke_async::<(u64, u64)>(&mut manager);
+        let call = invocation.invoke_async::<Vec<u64>>(&mut manager);
+        let cell =
+            |i: u64, wait_us: u64| (usize::try_from(i.saturating_sub(1)).unwrap_or(0), Duration::from_micros(wait_us));
         match tokio::time::timeout(self.settings.timeout, call).await {
-            Ok(Ok((0, _))) => Verdict::Admitted,
-            Ok(Ok((i, wait_us))) => {
-                Verdict::Refused { index: usize::try_from(i - 1).unwrap_or(0), wait: Duration::from_micros(wait_us) }
-            }
+            Ok(Ok(reply)) => match reply.as_slice() {
+                [0, _, i, wait_us] => Verdict::Admitted { shadowed: Some(cell(*i, *wait_us)) },
+                [0, ..] => Verdict::Admitted { shadowed: None },
+                [i, wait_us, ..] => {
+                    let (index, wait) = cell(*i, *wait_us);
+                    Verdict::Refused { index, wait }
+                }
+                _ => Verdict::Unavailable,
+            },
             Ok(Err(e)) => {
                 tracing::debug!(error = %e, "shared rate limiter: Redis error");
                 Verdict::Unavailable

@@ -5,6 +5,7 @@ use std::num::NonZeroU32;
 use std::time::Duration;
 
 use super::{Limit, SharedSettings};
+use crate::policy::Mode;
 
 /// Which kind of limit refused a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -69,10 +70,12 @@ pub enum LimitError {
 }
 
 /// How the shared limiter let a request through.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SharedCheck {
     /// Passed (or no shared limiter applies).
     Passed,
+    /// Passed, but a shadowed limit would have refused it.
+    Shadowed(Refusal),
     /// Redis was unreachable and `fail_open` let it through on local limits.
     WithoutRedis,
 }
@@ -90,12 +93,12 @@ pub enum SharedRefusal {
 /// in the order requests refer to them.
 #[derive(Debug, Clone, Default)]
 pub struct LimitSpecs<'a> {
-    /// Each client's name and limit.
-    pub clients: Vec<(&'a str, Option<Limit>)>,
+    /// Each client's name, limit and its limit's own mode.
+    pub clients: Vec<(&'a str, Option<Limit>, Option<Mode>)>,
     /// Each key's limits.
     pub keys: Vec<KeyLimitSpec<'a>>,
-    /// Each budget's name, limit and `max_wait`.
-    pub budgets: Vec<(&'a str, Limit, Option<Duration>)>,
+    /// Each budget's limit.
+    pub budgets: Vec<BudgetLimitSpec<'a>>,
     /// The limiter shared through Redis, if any.
     pub shared: Option<&'a SharedSettings>,
     /// Cap on an upstream 429's cool-down.
@@ -113,6 +116,21 @@ pub struct KeyLimitSpec<'a> {
     pub budget: Option<usize>,
     /// Cap on its concurrent upstream requests.
     pub max_in_flight: Option<NonZeroU32>,
-    /// How long a request over its limit (or its budget's) may wait.
+    /// How long a request over its limit may wait.
     pub max_wait: Option<Duration>,
+    /// Its limit's own mode.
+    pub mode: Option<Mode>,
+}
+
+/// One budget's limit.
+#[derive(Debug, Clone)]
+pub struct BudgetLimitSpec<'a> {
+    /// The budget's name.
+    pub name: &'a str,
+    /// Its limit.
+    pub limit: Limit,
+    /// How long a request over it may wait.
+    pub max_wait: Option<Duration>,
+    /// Its own mode.
+    pub mode: Option<Mode>,
 }

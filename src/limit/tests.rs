@@ -4,6 +4,7 @@ use governor::clock::FakeRelativeClock;
 
 use super::cooldown::parse_retry_after;
 use super::*;
+use crate::policy::Mode;
 use http::{header, HeaderMap};
 
 fn limit(count: u32, per: Per, burst: u32) -> Limit {
@@ -14,7 +15,7 @@ fn limit(count: u32, per: Per, burst: u32) -> Limit {
 /// (60/min burst 3); client 0 has `client_limit`.
 fn specs(client_limit: Option<Limit>) -> LimitSpecs<'static> {
     LimitSpecs {
-        clients: vec![("c", client_limit)],
+        clients: vec![("c", client_limit, None)],
         keys: vec![
             KeyLimitSpec {
                 name: "a",
@@ -22,10 +23,18 @@ fn specs(client_limit: Option<Limit>) -> LimitSpecs<'static> {
                 budget: Some(0),
                 max_in_flight: None,
                 max_wait: None,
+                mode: None,
             },
-            KeyLimitSpec { name: "b", limit: None, budget: Some(0), max_in_flight: NonZeroU32::new(1), max_wait: None },
+            KeyLimitSpec {
+                name: "b",
+                limit: None,
+                budget: Some(0),
+                max_in_flight: NonZeroU32::new(1),
+                max_wait: None,
+                mode: None,
+            },
         ],
-        budgets: vec![("shared", limit(60, Per::Minute, 3), None)],
+        budgets: vec![BudgetLimitSpec { name: "shared", limit: limit(60, Per::Minute, 3), max_wait: None, mode: None }],
         shared: None,
         max_cooldown: Duration::from_secs(60),
     }
@@ -104,14 +113,57 @@ fn a_request_costing_more_than_a_burst_could_never_pass() {
 #[test]
 fn refunds_give_back_exactly_what_was_charged() {
     let (_clock, limiters) = fake(&specs(Some(limit(1, Per::Second, 3))));
-    limiters.admit_client(0, 3).unwrap();
-    assert!(limiters.admit_client(0, 1).is_err());
-    limiters.refund_client(0, 2);
-    limiters.admit_client(0, 2).unwrap();
-    assert!(limiters.admit_client(0, 1).is_err());
-    drop(futures_util::FutureExt::now_or_never(limiters.admit_key(0, 1, 3)).unwrap().unwrap());
-    limiters.refund_key(1, 3);
-    drop(futures_util::FutureExt::now_or_never(limiters.admit_key(0, 1, 3)).unwrap().unwrap());
+    let three = limiters.admit_client(0, 3, Mode::Enforce).unwrap();
+    assert!(limiters.admit_client(0, 1, Mode::Enforce).is_err());
+    three.charge.refund();
+    limiters.admit_client(0, 3, Mode::Enforce).unwrap();
+    assert!(limiters.admit_client(0, 1, Mode::Enforce).is_err());
+    let key = |l: &Limiters<FakeRelativeClock>| {
+        futures_util::FutureExt::now_or_never(l.admit_key(0, 1, 3, Mode::Enforce)).unwrap()
+    };
+    let admitted = key(&limiters).unwrap();
+    assert!(key(&limiters).is_err());
+    admitted.charge.refund();
+    drop(admitted);
+    key(&limiters).unwrap();
+}
+
+#[test]
+fn a_shadowed_limit_never_refuses_and_charges_only_what_it_would_pass() {
+    let mut specs = specs(Some(limit(1, Per::Second, 2)));
+    specs.clients[0].2 = Some(Mode::Shadow);
+    let (clock, limiters) = fake(&specs);
+    let charged: Vec<bool> = (0..4)
+        .map(|_| {
+            let admitted = limiters.admit_client(0, 1, Mode::Enforce).unwrap();
+            admitted.shadowed.is_none()
+        })
+        .collect();
+    assert_eq!(charged, [true, true, false, false], "two pass (the burst), two would be refused");
+    clock.advance(Duration::from_secs(1));
+    // Refusals in shadow charged nothing: one unit is back after 1 s, as when enforcing.
+    assert!(limiters.admit_client(0, 1, Mode::Enforce).unwrap().shadowed.is_none());
+    assert!(limiters.admit_client(0, 1, Mode::Enforce).unwrap().shadowed.is_some());
+    // A limit without a mode of its own follows the request's (client, route or server) mode.
+    let (_clock, enforced) = fake(&self::specs(Some(limit(1, Per::Second, 1))));
+    enforced.admit_client(0, 1, Mode::Shadow).unwrap();
+    let LimitError::Refused(r) = enforced.admit_client(0, 1, Mode::Shadow).unwrap().shadowed.unwrap() else { panic!() };
+    assert_eq!(r.kind, LimitKind::Client);
+    // On the key's side: a shadowed key limit lets the budget (enforced) decide.
+    let mut specs = self::specs(None);
+    specs.keys[0].mode = Some(Mode::Shadow);
+    let (_clock, limiters) = fake(&specs);
+    let outcomes: Vec<_> = (0..4)
+        .map(|_| futures_util::FutureExt::now_or_never(limiters.admit_key(0, 0, 1, Mode::Enforce)).unwrap())
+        .collect();
+    assert!(outcomes[0].as_ref().unwrap().shadowed.is_none());
+    assert!(outcomes[1].as_ref().unwrap().shadowed.is_none());
+    let third = outcomes[2].as_ref().unwrap();
+    assert!(matches!(&third.shadowed, Some(LimitError::Refused(r)) if r.kind == LimitKind::Key), "key a: burst 2");
+    match &outcomes[3] {
+        Err(LimitError::Refused(r)) => assert_eq!(r.kind, LimitKind::Budget, "the budget (burst 3) still refuses"),
+        other => panic!("{other:?}"),
+    }
 }
 
 #[test]

@@ -22,13 +22,20 @@ use super::Cooldown;
 /// What one waiting request needs to pass: its cool-downs and cells, and its cost.
 pub(super) struct Ticket {
     pub(super) cooldowns: Vec<Arc<Cooldown>>,
-    pub(super) cells: Vec<Arc<Gcra>>,
+    /// Each cell, and whether it is shadowed: one that would refuse is
+    /// skipped (not charged, never waited for) and reported.
+    pub(super) cells: Vec<(Arc<Gcra>, bool)>,
     pub(super) cost: u32,
 }
 
+/// The shadowed cells a charge skipped because they would have refused (bit i: cell i).
+pub(super) type Skipped = u8;
+
 impl Ticket {
-    /// Charges every cell at `now` if all let the request through; else how long until one might.
-    pub(super) fn try_charge(&self, now: u64) -> Result<(), u64> {
+    /// Charges every cell at `now` if all enforced ones let the request
+    /// through (returning the shadowed ones skipped); else how long until
+    /// one might.
+    pub(super) fn try_charge(&self, now: u64) -> Result<Skipped, u64> {
         for cooldown in &self.cooldowns {
             let until = cooldown.until.load(std::sync::atomic::Ordering::Acquire);
             if until > now {
@@ -37,29 +44,37 @@ impl Ticket {
         }
         // Locked in a fixed order (key, budget) and only for the arithmetic.
         let mut guards = Vec::with_capacity(self.cells.len());
-        for cell in &self.cells {
+        let mut skipped: Skipped = 0;
+        for (i, (cell, shadow)) in self.cells.iter().enumerate() {
             let guard = cell.lock();
             match cell.test(*guard, now, self.cost) {
                 Ok(next) => guards.push((guard, next)),
+                Err(_) if *shadow => skipped |= 1 << i,
                 Err(wait) => return Err(wait),
             }
         }
         for (mut guard, next) in guards {
             *guard = next;
         }
-        Ok(())
+        Ok(skipped)
     }
 
-    fn refund(&self) {
-        for cell in &self.cells {
+    /// The cells a charge that skipped `skipped` did charge.
+    pub(super) fn charged(&self, skipped: Skipped) -> Vec<Arc<Gcra>> {
+        let charged = self.cells.iter().enumerate().filter(|(i, _)| skipped & (1 << i) == 0);
+        charged.map(|(_, (cell, _))| Arc::clone(cell)).collect()
+    }
+
+    fn refund(&self, skipped: Skipped) {
+        for cell in self.charged(skipped) {
             cell.refund(self.cost);
         }
     }
 }
 
 struct Waiter {
-    ticket: Ticket,
-    turn: oneshot::Sender<()>,
+    ticket: Arc<Ticket>,
+    turn: oneshot::Sender<Skipped>,
 }
 
 #[derive(Default)]
@@ -101,9 +116,15 @@ where
         self.lock().queues.values().map(VecDeque::len).sum()
     }
 
-    /// Waits for `ticket`'s turn (charged when it comes) up to `max_wait`.
-    /// `false` when the wait ran out; dropped, the request leaves the room.
-    pub(super) async fn wait(self: &Arc<Self>, client: usize, ticket: Ticket, max_wait: Duration) -> bool {
+    /// Waits for `ticket`'s turn (charged when it comes) up to `max_wait`:
+    /// the shadowed cells skipped then, or `None` when the wait ran out.
+    /// Dropped, the request leaves the room.
+    pub(super) async fn wait(
+        self: &Arc<Self>,
+        client: usize,
+        ticket: Arc<Ticket>,
+        max_wait: Duration,
+    ) -> Option<Skipped> {
         let (turn, given) = oneshot::channel();
         let start_pump = {
             let mut state = self.lock();
@@ -119,7 +140,7 @@ where
         } else {
             self.arrived.notify_one();
         }
-        matches!(tokio::time::timeout(max_wait, given).await, Ok(Ok(())))
+        tokio::time::timeout(max_wait, given).await.ok()?.ok()
     }
 
     /// Gives turns round-robin while anybody waits.
@@ -157,11 +178,11 @@ where
                     continue;
                 };
                 match head.ticket.try_charge(self.now()) {
-                    Ok(()) => {
+                    Ok(skipped) => {
                         gave = true;
                         if let Some(waiter) = queue.pop_front() {
-                            if waiter.turn.send(()).is_err() {
-                                waiter.ticket.refund();
+                            if waiter.turn.send(skipped).is_err() {
+                                waiter.ticket.refund(skipped);
                             }
                         }
                         if queue.is_empty() {

@@ -57,6 +57,13 @@ struct LimitLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ShadowLabels {
+    route: Label,
+    client: Label,
+    code: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct AvoidedLabels {
     route: Label,
     reason: &'static str,
@@ -159,6 +166,7 @@ pub struct Metrics {
     cache_entries: Gauge,
     cache_bytes: Gauge,
     joined: Gauge,
+    shadow: Family<ShadowLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -272,7 +280,14 @@ impl Default for Metrics {
             "Requests waiting now for the answer of an identical read in flight",
             joined.clone(),
         );
+        let shadow = Family::default();
+        registry.register(
+            "shadow_refusals",
+            "Requests forwarded that a policy in shadow mode would have refused, by route, client and error code",
+            Declared(shadow.clone()),
+        );
         Self {
+            shadow,
             avoided,
             limit_wait,
             waiting,
@@ -331,6 +346,11 @@ impl Metrics {
     /// Counts a request that went on without the shared limiter.
     pub fn shared_unavailable(&self) {
         self.shared_unavailable.inc();
+    }
+
+    /// Counts a request a policy in shadow mode would have refused with `code`.
+    pub fn shadow_refusal(&self, route: &Label, client: &Label, code: &'static str) {
+        self.shadow.get_or_create(&ShadowLabels { route: route.clone(), client: client.clone(), code }).inc();
     }
 
     /// Counts a request answered without an upstream call of its own.

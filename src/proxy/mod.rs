@@ -13,6 +13,7 @@
 //!    upstream answered is told to `keys` (401) and `limit` (429)
 //! 6. `error`: anything refused above becomes one JSON error response
 
+mod admit;
 mod app;
 mod graphql;
 mod request_id;
@@ -39,11 +40,11 @@ use crate::conn::RequestGuard;
 use crate::error::ProxyError;
 use crate::forward::{self, X_REQUEST_ID};
 use crate::gate::Gate;
-use crate::limit::{LimitError, SharedCheck, SharedRefusal};
-use crate::policy::{self, Caller};
+use crate::policy::{self, Caller, Mode};
 use crate::route;
-use crate::runtime::{Route, Runtime};
+use crate::runtime::Runtime;
 use crate::share::{Served, X_MMGATE_CACHE};
+use admit::Next;
 use upstream::Call;
 
 /// The proxy's only handler: every method, every path, straight from hyper
@@ -110,19 +111,34 @@ async fn checked_forward(
     let client = settings.clients().identify(request.headers(), peer)?;
     exchange.client = Some(Arc::clone(&client.name));
 
-    // 3. Scope, and on GraphQL routes every operation.
+    // 3. Scope, and on GraphQL routes every operation. A policy in shadow
+    // mode (the client's, else the route's, else the server's) records what
+    // it would refuse and lets the request on.
+    let mode = client.mode.or(route.spec.mode).unwrap_or(settings.server().mode);
     let scopes = settings.scopes();
-    policy::require(client.scopes, route.spec.scope, scopes, &format_args!("route `{}`", route.spec.pattern))?;
+    if let Err(denied) =
+        policy::require(client.scopes, route.spec.scope, scopes, &format_args!("route `{}`", route.spec.pattern))
+    {
+        admit::shadow(mode, denied.into(), exchange)?;
+    }
+    exchange.scope = Some(scopes.name(route.spec.scope).into());
     let shareable = share::may_share(route, request.method(), request.headers());
     let (request, graphql_read) = match (&route.spec.kind, &route.cache) {
         (RouteKind::Graphql(rule), Some(cache)) => {
             let caller = Caller { scopes: client.scopes, graphql_fields: client.graphql_fields.as_deref() };
-            let checked = graphql::check(request, rule, cache, caller, scopes).await.inspect_err(|e| {
+            let shadow = mode == Mode::Shadow;
+            let checked = graphql::check(request, rule, cache, (caller, shadow), scopes).await.inspect_err(|e| {
                 if matches!(e, ProxyError::GraphqlLimit(_)) {
                     exchange.metrics().avoided(&route.spec.pattern, "local_refusal");
                 }
             })?;
             exchange.graphql = Some(checked.summary);
+            if let (true, Some(write)) = (checked.mutates, rule.mutation_scope) {
+                exchange.scope = Some(format!("{},{}", scopes.name(route.spec.scope), scopes.name(write)).into());
+            }
+            if let Some(denied) = checked.denied {
+                exchange.would_refuse(&denied);
+            }
             (checked.request, checked.read)
         }
         _ => (request, None),
@@ -149,88 +165,30 @@ async fn checked_forward(
 
     // Units: one per GraphQL operation (MachineMetrics counts operations), else 1.
     let cost = exchange.graphql.as_ref().map_or(1, |g| u32::try_from(g.operations).unwrap_or(u32::MAX));
-    let limiters = runtime.limiters();
-    limiters.admit_client(client.id, cost).map_err(|e| {
-        if let LimitError::Refused(r) = &e {
-            exchange.metrics().refused(r.kind.as_str(), &r.name);
-        }
-        ProxyError::from(e)
-    })?;
+    let charged = admit::client(runtime, client, (cost, mode), exchange)?;
     let call = Call {
         runtime: Arc::clone(runtime),
         gate: Arc::clone(exchange.gate()),
         client: client.id,
         key: route.spec.key,
         cost,
+        mode,
         shared_client: matches!(next, Next::Direct(_)),
         uri: forward::upstream_uri(settings.upstream(), &path, uri.query())?,
         request_id: exchange.request_id.clone(),
     };
     let answered = match next {
-        Next::Direct(request) => direct(&call, request, exchange).await,
+        Next::Direct(request) => admit::direct(&call, request, exchange).await,
         Next::Shared(parts, body, graphql) => {
-            shared_read(&call, route, (parts, body), graphql, (&path, uri.query()), exchange).await
+            admit::shared_read(&call, route, (parts, body), graphql, (&path, uri.query()), exchange).await
         }
     };
     // Charged only if it passes every limit: a refusal after the client's
     // own limit gives its units back.
     if answered.as_ref().is_err_and(ProxyError::is_limit_refusal) {
-        limiters.refund_client(client.id, cost);
+        charged.refund();
     }
     answered
-}
-
-/// Where a request goes after its client's limit.
-enum Next {
-    /// Nobody shares it: straight to the key's limits and the upstream.
-    Direct(Request),
-    /// A read, body read whole (and, on GraphQL, what each batch item asks).
-    Shared(http::request::Parts, Bytes, Option<Vec<(Box<str>, Box<str>)>>),
-}
-
-/// A read others may share: the client's limit across replicas, then the
-/// cache, a read in flight, or the upstream (`share`).
-async fn shared_read(
-    call: &Call,
-    route: &Route,
-    (parts, body): (http::request::Parts, Bytes),
-    graphql_read: Option<Vec<(Box<str>, Box<str>)>>,
-    (path, query): (&str, Option<&str>),
-    exchange: &mut Exchange,
-) -> Result<Response, ProxyError> {
-    let runtime = &call.runtime;
-    match runtime.limiters().admit_shared(Some(call.client), None, call.cost).await {
-        Ok(SharedCheck::Passed) => {}
-        Ok(SharedCheck::WithoutRedis) => exchange.metrics().shared_unavailable(),
-        Err(SharedRefusal::Limit(r)) => {
-            exchange.metrics().refused(r.kind.as_str(), &r.name);
-            return Err(r.into());
-        }
-        Err(SharedRefusal::Unavailable) => {
-            exchange.metrics().shared_unavailable();
-            return Err(ProxyError::LimiterUnavailable);
-        }
-    }
-    let slot = runtime.keys().slot(route.spec.key).ok_or(ProxyError::KeyUnavailable)?;
-    let key = slot.current().ok_or(ProxyError::KeyUnavailable)?;
-    let asks = match &graphql_read {
-        Some(items) => share::Asks::Graphql(items),
-        None => share::Asks::Rest { method: &parts.method, path, query, body: &body },
-    };
-    let read = share::Read::new(route, (slot.name(), key.fingerprint()), &parts.headers, asks);
-    let call = Call { shared_client: false, ..call.clone() };
-    share::serve(read, route, call, (parts, body), exchange).await
-}
-
-/// A request nobody shares: the key's limits, then the upstream.
-async fn direct(call: &Call, request: Request, exchange: &mut Exchange) -> Result<Response, ProxyError> {
-    let admission = call.admit().await?;
-    let called = call.send(request, admission).await?;
-    exchange.upstream_latency = Some(called.latency);
-    exchange.answered(called.response.status().as_u16());
-    exchange.waited = called.admission.as_ref().and_then(|a| a.waited.as_ref()).map(|w| w.0);
-    exchange.admission = called.admission;
-    Ok(called.response)
 }
 
 /// CONNECT and protocol upgrades would turn mmgate into a tunnel it cannot

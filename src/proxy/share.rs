@@ -126,7 +126,7 @@ pub(super) async fn serve(
                 // The answer could not be shared: this caller makes its own call.
                 Outcome::Alone => {
                     let request = Request::from_parts(parts, Body::from(body));
-                    return super::direct(&call, request, exchange).await;
+                    return super::admit::direct(&call, request, exchange).await;
                 }
             },
         }
@@ -166,7 +166,12 @@ pub(super) async fn serve(
 fn record(exchange: &mut Exchange, called: &Called) {
     exchange.upstream_latency = Some(called.latency);
     exchange.answered(called.response.status().as_u16());
-    exchange.waited = called.admission.as_ref().and_then(|a| a.waited.as_ref()).map(|w| w.0);
+    if let Some(admission) = &called.admission {
+        exchange.waited = admission.waited.as_ref().map(|w| w.0);
+        if let Some(would) = &admission.shadowed {
+            exchange.would_refuse(&would.clone().into());
+        }
+    }
 }
 
 fn served(exchange: &mut Exchange, stored: &Stored, served: Served, cached_route: bool) -> Response {

@@ -17,6 +17,7 @@ use crate::error::ProxyError;
 use crate::forward::{self, Outbound};
 use crate::gate::Gate;
 use crate::limit::{Admission, LimitError, SharedCheck, SharedRefusal};
+use crate::policy::Mode;
 use crate::runtime::Runtime;
 
 /// One request's way upstream.
@@ -28,6 +29,8 @@ pub(super) struct Call {
     pub key: usize,
     /// Units it costs (its GraphQL operations, else 1).
     pub cost: u32,
+    /// The mode of limits without one of their own (the client's, route's or server's).
+    pub mode: Mode,
     /// Whether the client's limit shared across replicas is still to be
     /// checked (with the key's, in one round trip).
     pub shared_client: bool,
@@ -48,11 +51,12 @@ pub(super) struct Called {
 
 impl Call {
     /// Passes the key's limits (cool-down, in-flight cap, key and budget,
-    /// then those shared across replicas), waiting under `max_wait`.
+    /// then those shared across replicas), waiting under `max_wait`. What a
+    /// limit in shadow mode would have refused is in `Admission::shadowed`.
     pub async fn admit(&self) -> Result<Admission, ProxyError> {
         let limiters = self.runtime.limiters();
         let metrics = &self.gate.metrics;
-        let admission = limiters.admit_key(self.client, self.key, self.cost).await.map_err(|e| {
+        let mut admission = limiters.admit_key(self.client, self.key, self.cost, self.mode).await.map_err(|e| {
             if let LimitError::Refused(r) = &e {
                 metrics.refused(r.kind.as_str(), &r.name);
             }
@@ -62,19 +66,23 @@ impl Call {
             metrics.limit_wait(kind.as_str(), name, *waited);
         }
         let client = self.shared_client.then_some(self.client);
-        match limiters.admit_shared(client, Some(self.key), self.cost).await {
+        match limiters.admit_shared((client, Some(self.key)), self.cost, self.mode).await {
             Ok(SharedCheck::Passed) => Ok(admission),
+            Ok(SharedCheck::Shadowed(r)) => {
+                admission.shadowed.get_or_insert(LimitError::Refused(r));
+                Ok(admission)
+            }
             Ok(SharedCheck::WithoutRedis) => {
                 metrics.shared_unavailable();
                 Ok(admission)
             }
             Err(SharedRefusal::Limit(r)) => {
-                limiters.refund_key(self.key, self.cost);
+                admission.charge.refund();
                 metrics.refused(r.kind.as_str(), &r.name);
                 Err(r.into())
             }
             Err(SharedRefusal::Unavailable) => {
-                limiters.refund_key(self.key, self.cost);
+                admission.charge.refund();
                 metrics.shared_unavailable();
                 Err(ProxyError::LimiterUnavailable)
             }

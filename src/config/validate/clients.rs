@@ -92,6 +92,8 @@ pub(super) fn clients(c: &mut Checker, raw: &BTreeMap<String, RawClient>) -> Vec
             limit,
             graphql_fields,
             anonymous_from,
+            mode: client.mode.map(Into::into),
+            limit_mode: client.limit.as_ref().and_then(|l| l.mode).map(Into::into),
         });
     }
     out

@@ -81,5 +81,6 @@ pub(super) fn key_spec(
             n
         }
     };
-    Some(KeySpec { name: name.to_owned(), source, scopes, limit, budget, max_in_flight, max_wait })
+    let limit_mode = raw.limit.as_ref().and_then(|l| l.mode).map(Into::into);
+    Some(KeySpec { name: name.to_owned(), source, scopes, limit, budget, max_in_flight, max_wait, limit_mode })
 }

@@ -12,7 +12,7 @@ use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::raw::{RawConfig, RawLimit, RawLimits};
+use super::raw::{RawConfig, RawLimit, RawLimits, RawMode};
 use super::{
     BudgetSpec, CacheSettings, ConfigOrigin, KeySpec, ListenAddr, Overrides, Problem, ProxyEnv, RouteKind, RouteSpec,
     Settings,
@@ -146,7 +146,8 @@ pub(super) fn settings(
         let at = format!("budgets.{name}.limit");
         if let Some(limit) = c.limit(&at, &budget.limit) {
             let max_wait = c.max_wait(&at, &budget.limit, true);
-            budgets.push(BudgetSpec { name: name.clone(), limit, max_wait });
+            let mode = budget.limit.mode.map(Into::into);
+            budgets.push(BudgetSpec { name: name.clone(), limit, max_wait, mode });
         }
     }
     let keys: Vec<KeySpec> =
@@ -171,6 +172,7 @@ pub(super) fn settings(
         return Err(c.problems);
     };
     least_privilege(&mut c, &keys, routes.iter().map(|(_, r)| r), &clients);
+    shadowed(&mut c, &raw);
     if !matches!(server.listen, ListenAddr::Unix(_)) {
         for client in clients.iter().filter(|cl| matches!(cl.credential, Credential::UnixUid(_))) {
             c.warnings.push(format!(
@@ -266,6 +268,43 @@ fn least_privilege<'a>(
                 ));
             }
         }
+    }
+}
+
+/// Every policy in shadow mode is a warning, so that none is forgotten in production.
+fn shadowed(c: &mut Checker, raw: &RawConfig) {
+    let shadow = |mode: Option<RawMode>| mode == Some(RawMode::Shadow);
+    let mut at = Vec::new();
+    if raw.server.mode == RawMode::Shadow {
+        at.push("server.mode (every policy without a mode of its own)".to_owned());
+    }
+    for (i, route) in raw.routes.iter().enumerate() {
+        if shadow(route.mode) {
+            at.push(format!("routes[{i}].mode ({})", route.path));
+        }
+    }
+    for (name, client) in &raw.clients {
+        if shadow(client.mode) {
+            at.push(format!("clients.{name}.mode"));
+        }
+        if shadow(client.limit.and_then(|l| l.mode)) {
+            at.push(format!("clients.{name}.limit.mode"));
+        }
+    }
+    for (name, key) in &raw.keys {
+        if shadow(key.limit.and_then(|l| l.mode)) {
+            at.push(format!("keys.{name}.limit.mode"));
+        }
+    }
+    for (name, budget) in &raw.budgets {
+        if shadow(budget.limit.mode) {
+            at.push(format!("budgets.{name}.limit.mode"));
+        }
+    }
+    for place in at {
+        c.warnings.push(format!(
+            "{place} is \"shadow\": what it would refuse is forwarded and only recorded; set \"enforce\" once mmgate_shadow_refusals_total shows it is right"
+        ));
     }
 }
 

@@ -112,7 +112,8 @@ pub(super) fn route_spec(
         c.problem(format!("{at}.cache.ttl"), "must be more than zero, e.g. \"10s\" (or remove `cache`)");
     }
     let read_only = raw.read_only.unwrap_or(false);
-    Some((matcher, RouteSpec { pattern: raw.path.as_str().into(), key, scope, kind, read_only, cache_ttl }))
+    let mode = raw.mode.map(Into::into);
+    Some((matcher, RouteSpec { pattern: raw.path.as_str().into(), key, scope, kind, read_only, cache_ttl, mode }))
 }
 
 pub(super) fn duplicate_routes(c: &mut Checker, routes: &[RawRoute]) {

@@ -51,6 +51,7 @@ pub(super) fn server(c: &mut Checker, raw: &RawServer) -> Option<ServerSettings>
             RawLogFormat::Text => LogFormat::Text,
             RawLogFormat::Json => LogFormat::Json,
         },
+        mode: raw.mode.into(),
     })
 }
 
