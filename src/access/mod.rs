@@ -166,7 +166,8 @@ impl Exchange {
     }
 
     /// Records what a policy in shadow mode would have refused (the first
-    /// one only: enforcement would have stopped there), and counts it.
+    /// one only: enforcement would have stopped there). It is counted when
+    /// the request ends, if it was answered by the upstream after all.
     pub fn would_refuse(&mut self, error: &ProxyError) {
         if self.would_refuse.is_some() {
             return;
@@ -175,9 +176,6 @@ impl Exchange {
         if let ProxyError::RateLimited(limited) = error {
             self.limit = Some(limited.limit.clone());
         }
-        let route = Label(self.route.clone().unwrap_or_else(|| "none".into()));
-        let client = Label(self.client.clone().unwrap_or_else(|| "none".into()));
-        self.gate.metrics.shadow_refusal(&route, &client, error.code());
     }
 
     /// Records that the upstream answered with `status`.
@@ -210,6 +208,9 @@ impl Drop for Exchange {
         }
         if self.body_failed {
             metrics.upstream_error("body");
+        }
+        if let (Some(code), By::Upstream) = (self.would_refuse, self.by) {
+            metrics.shadow_refusal(&route, &client, code);
         }
         let micros = |d: Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
         let peer = match self.peer {

@@ -42,7 +42,8 @@ fn header(observed: &Observed, read: &Read) -> String {
 
 fn limit_comment(s: Suggested, capped_by: Option<&str>) -> String {
     let cap = capped_by.map_or(String::new(), |b| format!(", capped by budget {b}"));
-    format!(" # busiest minute: {} units{cap}", s.peak)
+    let units = if s.peak == 1 { "unit" } else { "units" };
+    format!(" # busiest minute: {} {units}{cap}", s.peak)
 }
 
 /// Snippets to merge into a configuration.

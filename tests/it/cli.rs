@@ -13,7 +13,7 @@ pub fn mmgate() -> Command {
     cmd
 }
 
-fn run(cmd: &mut Command) -> (i32, String, String) {
+pub fn run(cmd: &mut Command) -> (i32, String, String) {
     let Output { status, stdout, stderr } = cmd.output().unwrap();
     (
         status.code().unwrap_or(-1),

@@ -105,3 +105,24 @@ async fn fail_closed_refuses_with_503_when_redis_is_unreachable() {
     // Routes whose limits are all local-free (the erp key has none, erp-sync no client limit) pass.
     assert_eq!(post(&gate.url("/erp/jobdispatch/start"), &[AS_ERP], "{}").await.status, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shadowed_limit_across_replicas_forwards_and_records_what_redis_would_refuse() {
+    let redis = RedisServer::start();
+    let upstream = Upstream::start().await;
+    let keys = KeyDir::new();
+    let toml = config(&upstream.url(), &keys, &format!("\n[limits]\nredis = \"{}\"\n", redis.url()));
+    let toml = with_lines(&toml, "keys.reporting", "limit = { per_minute = 60, burst = 3, mode = \"shadow\" }");
+    let (a, b) = (Mmgate::start(&toml).await, Mmgate::start(&toml).await);
+    for gate in [&a, &b] {
+        metric_reaches(gate.admin, "mmgate_shared_limiter_connected", 1.0).await;
+    }
+    for n in 0..3 {
+        assert_eq!(get(&a.url(&format!("/reports/a{n}")), &[AS_DASHBOARD]).await.status, 200);
+    }
+    // B's own burst is untouched, but together they are over it: Redis would refuse.
+    assert_eq!(get(&b.url("/reports/b"), &[AS_DASHBOARD]).await.status, 200);
+    assert_eq!(upstream.requests().len(), 4);
+    let series = r#"mmgate_shadow_refusals_total{route="/reports/*",client="dashboard",code="rate_limited"}"#;
+    metric_reaches(b.admin, series, 1.0).await;
+}
