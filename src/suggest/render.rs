@@ -98,6 +98,30 @@ fn mark_table(t: &mut Table, note: &str) {
     t.decor_mut().set_prefix(format!("{prefix}# mmgate suggest: {note}\n"));
 }
 
+/// What `settings` would refuse of the requests that went through: clients
+/// it does not know, scopes it does not grant them, routes it does not have.
+fn refused_now(settings: &Settings, read: &Read) -> std::collections::BTreeMap<(String, String, &'static str), u64> {
+    let mut refused = std::collections::BTreeMap::new();
+    for line in read.lines.iter().filter(|l| l.passed()) {
+        let code = if !settings.routes().iter().any(|r| *r.pattern == *line.route) {
+            Some("no_route")
+        } else {
+            match settings.clients().iter().find(|c| *c.name == *line.client) {
+                None => Some("unauthenticated"),
+                Some(client) => {
+                    let held: Vec<&str> = client.scopes.iter().map(|s| settings.scopes().name(s)).collect();
+                    let mut used = line.scope.iter().flat_map(|s| s.split(','));
+                    used.any(|s| !held.contains(&s)).then_some("scope_denied")
+                }
+            }
+        };
+        if let Some(code) = code {
+            *refused.entry((line.client.clone(), line.route.clone(), code)).or_default() += 1;
+        }
+    }
+    refused
+}
+
 /// The configuration at `path`, edited to what the traffic needed.
 pub fn render_with_config(observed: &Observed, read: &Read, path: &Path) -> Result<String, String> {
     let settings = Settings::load(ConfigOrigin::File(path.to_owned())).map_err(|e| e.to_string())?;
@@ -187,6 +211,13 @@ pub fn render_with_config(observed: &Observed, read: &Read, path: &Path) -> Resu
 
     let mut out = header(observed, read);
     out.push_str(&format!("# Edited from {}; its modes are unchanged (enforce when ready).\n", path.display()));
+    let refused = refused_now(&settings, read);
+    if !refused.is_empty() {
+        out.push_str(&format!("# What {} as it is would refuse of this traffic:\n", path.display()));
+        for ((client, route, code), n) in &refused {
+            let _ = writeln!(out, "#   client {client} on {route}: {n} x {code}");
+        }
+    }
     if !remove.is_empty() {
         out.push_str("# To remove (least privilege):\n");
         for r in &remove {

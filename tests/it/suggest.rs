@@ -126,6 +126,8 @@ async fn suggested_config_enforced_and_replayed_refuses_nothing_and_grants_nothi
     assert_eq!(scopes_of(&suggested, "prober"), ["reporting"], "a refused probe grants nothing");
     assert!(suggested.contains("clients.dashboard: scopes never used: [\"erp\"]"), "{suggested}");
     assert!(suggested.contains("clients.idle: never seen"), "{suggested}");
+    let refused_now = suggested.split("as it is would refuse of this traffic:").nth(1).unwrap_or_default();
+    assert!(refused_now.starts_with("\n#   client writer on /graphql: 2 x scope_denied\n"), "{suggested}");
     let doc: toml_edit::DocumentMut = suggested.parse().unwrap();
     let routes = doc["routes"].as_array_of_tables().unwrap();
     let graphql = routes.iter().find(|r| r["path"].as_str() == Some("/graphql")).unwrap();
@@ -142,6 +144,26 @@ async fn suggested_config_enforced_and_replayed_refuses_nothing_and_grants_nothi
     let (second, logs) = record(&keys, "enforced.toml", &enforced).await;
     assert_eq!(second, first, "replayed under the suggested config");
     assert!(!logs.contains("would_refuse"), "nothing left to shadow");
+}
+
+#[test]
+fn suggest_reads_standard_input_and_prints_snippets_without_a_config() {
+    let line = r#"{"timestamp":"2026-11-30T12:00:00.5Z","level":"INFO","client":"dash","route":"/graphql","by":"upstream","scope":"reporting","operations":2,"depth":3,"nodes":4,"duration_us":10,"target":"mmgate::access"}"#;
+    let mut child = mmgate()
+        .args(["suggest", "--log", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(format!("{line}\n{line}\n").as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let doc: toml_edit::DocumentMut = text.parse().unwrap_or_else(|e| panic!("not TOML: {e}\n{text}"));
+    assert_eq!(doc["clients"]["dash"]["scopes"].as_array().unwrap().get(0).and_then(|v| v.as_str()), Some("reporting"));
+    assert_eq!(doc["clients"]["dash"]["limit"]["per_minute"].as_integer(), Some(8), "4 units, twice");
+    let route = &doc["routes"].as_array_of_tables().unwrap().get(0).unwrap().clone();
+    assert_eq!((route["max_depth"].as_integer(), route["max_nodes"].as_integer()), (Some(3), Some(4)));
 }
 
 #[test]
