@@ -190,6 +190,8 @@ pub struct RawUpstream {
     pub body_idle_timeout: HumanDuration,
     /// Cap on an upstream 429's Retry-After; default 60 s.
     pub max_cooldown: HumanDuration,
+    /// Connections open to the upstream at most; beyond, requests wait for one (default 256).
+    pub max_connections: u32,
     /// PEM file of extra certificate authorities to trust beside the built-in
     /// (webpki) roots: a TLS-inspecting proxy's CA, or a test upstream's.
     pub ca_file: Option<String>,
@@ -207,6 +209,7 @@ impl Default for RawUpstream {
             timeout: HumanDuration(Duration::from_secs(30)),
             body_idle_timeout: HumanDuration(Duration::from_secs(30)),
             max_cooldown: HumanDuration(Duration::from_secs(60)),
+            max_connections: 256,
             ca_file: None,
             http2: true,
             proxy: None,

@@ -104,6 +104,8 @@ pub struct UpstreamSettings {
     pub body_idle_timeout: Duration,
     /// Cap on an upstream 429 cool-down.
     pub max_cooldown: Duration,
+    /// Connections open to the upstream at most.
+    pub max_connections: usize,
     /// `ca_file`, and the certificates read from it (checked to parse).
     pub extra_roots: Option<(PathBuf, Vec<CertificateDer<'static>>)>,
     /// Offer HTTP/2 by ALPN on https connections.

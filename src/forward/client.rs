@@ -1,33 +1,31 @@
 //! The upstream client and one upstream call: rustls over the egress
-//! connector, a pooled client, and the call that holds the key's in-flight
-//! permit until the upstream has answered.
+//! connector, the pool of connections (`pool`), and the call that holds the
+//! key's in-flight permit until the upstream has answered.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use axum::body::Body;
 use axum::response::Response;
-use http::Request;
-use hyper_rustls::HttpsConnector;
+use http::uri::Scheme;
+use http::{HeaderValue, Request, Uri};
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::{Client, ResponseFuture};
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::time::Instant;
 use tower_http::timeout::TimeoutBody;
 
+use super::pool::Pool;
 use super::{egress, strip_hop_by_hop, ForwardBody, UpstreamError};
-use crate::body::caller_fault;
+use crate::body::{caller_fault, BoxError};
 use crate::config::UpstreamSettings;
 
-/// The pooled HTTP client that talks to the upstream.
-pub type UpstreamClient = Client<HttpsConnector<egress::Connector>, ForwardBody>;
+/// The upstream's connections (one upstream per configuration).
+pub type UpstreamClient = Arc<Pool>;
 
-/// Idle upstream connections kept open for reuse (HTTP/1.1; HTTP/2 needs one).
-pub const MAX_IDLE_UPSTREAM: usize = 128;
-
-/// Builds the pooled client for `upstream`: rustls trusting the webpki roots
+/// Builds the connections for `upstream`: rustls trusting the webpki roots
 /// (and `ca_file`), keep-alive, HTTP/2 when the upstream offers it, and the
 /// egress proxy's tunnel when there is one.
 pub fn client(upstream: &UpstreamSettings) -> UpstreamClient {
@@ -52,23 +50,26 @@ pub fn client(upstream: &UpstreamSettings) -> UpstreamClient {
     } else {
         builder.wrap_connector(connector)
     };
-    Client::builder(TokioExecutor::new())
-        .timer(TokioTimer::new())
-        .pool_timer(TokioTimer::new())
-        .pool_idle_timeout(Duration::from_secs(60))
-        // Like nginx's `keepalive`: enough idle connections for a steady
-        // MAX_IDLE_UPSTREAM concurrent requests; beyond that, a burst's extra
-        // connections are closed once done instead of each holding ~17 KiB
-        // of buffers until the idle timeout.
-        .pool_max_idle_per_host(MAX_IDLE_UPSTREAM)
-        // One HTTP/2 connection carries every request: find a dead one by
-        // ping rather than by requests timing out.
-        .http2_keep_alive_interval(Duration::from_secs(30))
-        .http2_keep_alive_timeout(Duration::from_secs(10))
-        // Only requests never written to a connection are retried (the pooled
-        // connection had closed): nothing that reached the upstream is resent.
-        .retry_canceled_requests(true)
-        .build(https)
+    let target = Uri::builder()
+        .scheme(upstream.scheme.clone())
+        .authority(upstream.authority.clone())
+        .path_and_query("/")
+        .build()
+        .unwrap_or_default();
+    Pool::new(https, target, host_header(upstream), upstream.max_connections)
+}
+
+/// `Host` on HTTP/1.1: the authority, its port only when not the scheme's default.
+fn host_header(upstream: &UpstreamSettings) -> HeaderValue {
+    if let Some(host) = &upstream.host_header {
+        return host.clone();
+    }
+    let default_port = if upstream.scheme == Scheme::HTTPS { 443 } else { 80 };
+    let host = match upstream.authority.port_u16() {
+        Some(port) if port != default_port => format!("{}:{port}", upstream.authority.host()),
+        _ => upstream.authority.host().to_owned(),
+    };
+    HeaderValue::from_str(&host).unwrap_or_else(|_| HeaderValue::from_static("localhost"))
 }
 
 /// An upstream call in progress, and what it holds while the upstream works
@@ -78,14 +79,16 @@ pub fn client(upstream: &UpstreamSettings) -> UpstreamClient {
 /// in a task of its own until the upstream answers or `deadline` passes: the
 /// upstream keeps working on a request whose caller left, so a caller that
 /// fires and aborts must not free the permit before it does.
+type Sending = Pin<Box<dyn Future<Output = Result<http::Response<Body>, BoxError>> + Send>>;
+
 struct Call<H: Send + Unpin + 'static> {
-    future: Option<ResponseFuture>,
+    future: Option<Sending>,
     hold: Option<H>,
     deadline: Instant,
 }
 
 impl<H: Send + Unpin + 'static> Future for Call<H> {
-    type Output = Result<(http::Response<hyper::body::Incoming>, Option<H>), hyper_util::client::legacy::Error>;
+    type Output = Result<(http::Response<Body>, Option<H>), BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
@@ -121,10 +124,11 @@ pub async fn send<H: Send + Unpin + 'static>(
     hold: H,
 ) -> Result<(Response, Option<H>), UpstreamError> {
     let deadline = Instant::now() + timeout;
-    let call = Call { future: Some(client.request(request)), hold: Some(hold), deadline };
+    let pool = Arc::clone(client);
+    let call = Call { future: Some(Box::pin(async move { pool.send(request).await })), hold: Some(hold), deadline };
     let (response, hold) = match tokio::time::timeout_at(deadline, call).await {
         Err(_) => return Err(UpstreamError::Timeout),
-        Ok(Err(e)) => return Err(classify(&e)),
+        Ok(Err(e)) => return Err(classify(&*e)),
         Ok(Ok(answered)) => answered,
     };
     let (mut parts, body) = response.into_parts();
@@ -136,11 +140,11 @@ pub async fn send<H: Send + Unpin + 'static>(
 
 /// Maps a client error: a fault of the caller's body (too large, malformed,
 /// stalled, abandoned) is the caller's; the rest is the upstream's.
-fn classify(error: &hyper_util::client::legacy::Error) -> UpstreamError {
+fn classify(error: &(dyn std::error::Error + Send + Sync + 'static)) -> UpstreamError {
     if let Some(fault) = caller_fault(error) {
         return UpstreamError::Caller(fault);
     }
-    tracing::warn!(error = %chain(error), connect = error.is_connect(), "upstream request failed");
+    tracing::warn!(error = %chain(error), "upstream request failed");
     UpstreamError::Unreachable
 }
 

@@ -8,6 +8,7 @@
 
 mod client;
 mod egress;
+mod pool;
 
 use axum::body::Body;
 use http::header::{self, HeaderName};

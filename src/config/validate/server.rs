@@ -60,6 +60,9 @@ pub(super) fn upstream(c: &mut Checker, raw: &RawUpstream, proxies: &ProxyEnv) -
     let timeout = c.positive("upstream.timeout", raw.timeout.0);
     let body_idle_timeout = c.positive("upstream.body_idle_timeout", raw.body_idle_timeout.0);
     let max_cooldown = c.positive("upstream.max_cooldown", raw.max_cooldown.0);
+    if raw.max_connections == 0 {
+        c.problem("upstream.max_connections", "must be at least 1, e.g. 256");
+    }
     let fix = "write the API's base URL, e.g. \"https://api.machinemetrics.com\"";
     let Ok(uri) = raw.url.parse::<Uri>() else {
         c.problem("upstream.url", format!("`{}` is not a URL; {fix}", raw.url));
@@ -120,6 +123,7 @@ pub(super) fn upstream(c: &mut Checker, raw: &RawUpstream, proxies: &ProxyEnv) -
         timeout,
         body_idle_timeout,
         max_cooldown,
+        max_connections: usize::try_from(raw.max_connections).unwrap_or(usize::MAX).max(1),
         extra_roots: raw.ca_file.as_deref().and_then(|file| extra_roots(c, file)),
         http2: raw.http2,
         egress,
