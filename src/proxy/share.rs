@@ -3,12 +3,15 @@
 //! read already in flight, and only then — for the one caller that leads —
 //! the key's limits and the upstream call.
 //!
-//! The leader's upstream call runs in a task of its own, so that the caller
-//! that started it leaving does not fail the others waiting on it (Apollo
-//! Router's deduplication cancels them all); the task gives up only while
-//! nobody waits on it and it has not been sent yet.
+//! The leader's upstream call runs in its caller's task, and moves to a task
+//! of its own if that caller leaves: the others waiting on it still get its
+//! answer (Apollo Router's deduplication cancels them all). It gives up only
+//! while nobody waits on it and it has not been sent yet.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Instant;
 
 use axum::body::Body;
@@ -138,11 +141,11 @@ pub(super) async fn serve(
         graphql: matches!(route.spec.kind, crate::config::RouteKind::Graphql(_)),
         max_entry: shares.settings().max_entry_bytes,
     };
-    let (tell, told) = oneshot::channel();
-    tokio::spawn(lead(shares, flight, call, (parts, body), keep, tell));
-    // The task always answers; a panic in it drops the sender.
-    let led = told.await.unwrap_or(Led::Failed(ProxyError::UpstreamUnreachable));
-    match led {
+    // Dropped with this future, `_present` tells the call its leader left.
+    let (present, _present) = oneshot::channel();
+    let led = Handoff(Some(Box::pin(lead(shares, flight, call, (parts, body), keep, present)))).await;
+    // No answer only once abandoned, which needs this caller gone.
+    match led.unwrap_or(Led::Failed(ProxyError::UpstreamUnreachable)) {
         Led::Answer(stored, called) => {
             record(exchange, &called);
             Ok(served(exchange, &stored, served_as, cached_route))
@@ -194,16 +197,47 @@ struct Keep {
     max_entry: u64,
 }
 
+/// A future that, dropped before it is done, finishes in a task of its own.
+struct Handoff<F: Future + Send + 'static>(Option<Pin<Box<F>>>)
+where
+    F::Output: Send;
+
+impl<F: Future + Send + 'static> Future for Handoff<F>
+where
+    F::Output: Send,
+{
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let Some(work) = self.0.as_mut() else { return Poll::Pending };
+        let done = std::task::ready!(work.as_mut().poll(cx));
+        self.0 = None;
+        Poll::Ready(done)
+    }
+}
+
+impl<F: Future + Send + 'static> Drop for Handoff<F>
+where
+    F::Output: Send,
+{
+    fn drop(&mut self) {
+        if let (Some(work), Ok(runtime)) = (self.0.take(), tokio::runtime::Handle::try_current()) {
+            runtime.spawn(work);
+        }
+    }
+}
+
 /// The leader's upstream call: admitted by the key's limits, sent, and its
-/// answer shared with everyone waiting (and cached, when it may be).
+/// answer shared with everyone waiting (and cached, when it may be). `None`
+/// when it was given up: its leader and every follower had left.
 async fn lead(
     shares: Arc<Shares>,
     flight: Option<Arc<Flight>>,
     call: Call,
     (parts, body): (Parts, Bytes),
     keep: Keep,
-    mut tell: oneshot::Sender<Led>,
-) {
+    mut leader: oneshot::Sender<()>,
+) -> Option<Led> {
     let finish = |outcome: Outcome| {
         if let Some(flight) = &flight {
             shares.finish(flight, outcome);
@@ -215,10 +249,10 @@ async fn lead(
         loop {
             tokio::select! {
                 admitted = &mut admit => break admitted,
-                () = everyone_left(&mut tell, flight.as_deref()) => {
+                () = everyone_left(&mut leader, flight.as_deref()) => {
                     // Nobody waits any more and nothing was sent: give up.
                     if flight.as_deref().is_none_or(|f| shares.abandon_if_unwatched(f)) {
-                        return;
+                        return None;
                     }
                 }
             }
@@ -228,16 +262,14 @@ async fn lead(
         Ok(admission) => admission,
         Err(e) => {
             finish(Outcome::Failed(e.clone()));
-            let _ = tell.send(Led::Failed(e));
-            return;
+            return Some(Led::Failed(e));
         }
     };
     let called = match call.send(Request::from_parts(parts, Body::from(body)), admission).await {
         Ok(called) => called,
         Err(e) => {
             finish(Outcome::Failed(e.clone()));
-            let _ = tell.send(Led::Failed(e));
-            return;
+            return Some(Led::Failed(e));
         }
     };
 
@@ -246,8 +278,7 @@ async fn lead(
     let declared = called.response.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse().ok());
     if (followers == 0 && keep.ttl.is_none()) || declared.is_some_and(|len: u64| len > keep.max_entry) {
         finish(Outcome::Alone);
-        let _ = tell.send(Led::Stream(called));
-        return;
+        return Some(Led::Stream(called));
     }
     let Called { response, admission, latency } = called;
     let (parts, body) = response.into_parts();
@@ -259,24 +290,24 @@ async fn lead(
             }
             finish(Outcome::Answer(Arc::clone(&stored)));
             let response = Response::from_parts(parts, Body::empty());
-            let _ = tell.send(Led::Answer(stored, Called { response, admission, latency }));
+            Some(Led::Answer(stored, Called { response, admission, latency }))
         }
         Collected::TooLarge(body) => {
             finish(Outcome::Alone);
             let response = Response::from_parts(parts, body);
-            let _ = tell.send(Led::Stream(Called { response, admission, latency }));
+            Some(Led::Stream(Called { response, admission, latency }))
         }
         Collected::Failed => {
             let e = ProxyError::UpstreamUnreachable;
             finish(Outcome::Failed(e.clone()));
-            let _ = tell.send(Led::Failed(e));
+            Some(Led::Failed(e))
         }
     }
 }
 
 /// Resolves when the leader's caller and every follower have left.
-async fn everyone_left(tell: &mut oneshot::Sender<Led>, flight: Option<&Flight>) {
-    tell.closed().await;
+async fn everyone_left(leader: &mut oneshot::Sender<()>, flight: Option<&Flight>) {
+    leader.closed().await;
     if let Some(flight) = flight {
         flight.unwatched().await;
     }
