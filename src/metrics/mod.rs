@@ -21,6 +21,7 @@ use prometheus_client::registry::Registry;
 use crate::keys::{KeyState, KeyStore};
 
 mod process;
+mod recent;
 
 /// A label value shared with the configuration (route pattern, client or key name).
 #[derive(Clone, Debug, Hash, PartialEq, Eq)]
@@ -167,6 +168,7 @@ pub struct Metrics {
     cache_bytes: Gauge,
     joined: Gauge,
     shadow: Family<ShadowLabels, Counter>,
+    recent: recent::Recent,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -287,6 +289,7 @@ impl Default for Metrics {
             Declared(shadow.clone()),
         );
         Self {
+            recent: recent::Recent::default(),
             shadow,
             avoided,
             limit_wait,
@@ -312,15 +315,28 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    /// Counts a finished request and its duration.
-    pub fn request(&self, route: &Label, client: &Label, status: u16, duration: Duration) {
-        self.requests.get_or_create(&RequestLabels { route: route.clone(), client: client.clone(), status }).inc();
-        self.duration.get_or_create(&RouteLabels { route: route.clone() }).observe(duration.as_secs_f64());
-    }
-
-    /// Records how long the upstream took to answer with headers.
-    pub fn upstream_latency(&self, route: &Label, latency: Duration) {
-        self.upstream_duration.get_or_create(&RouteLabels { route: route.clone() }).observe(latency.as_secs_f64());
+    /// Counts a finished request, its duration, and the upstream's time to
+    /// answer with headers when it was called.
+    pub fn request(
+        &self,
+        (route, client): (&Label, &Label),
+        status: u16,
+        duration: Duration,
+        upstream: Option<Duration>,
+    ) {
+        let series = self.recent.series(route, client, status, || recent::Series {
+            requests: self
+                .requests
+                .get_or_create(&RequestLabels { route: route.clone(), client: client.clone(), status })
+                .clone(),
+            duration: self.duration.get_or_create(&RouteLabels { route: route.clone() }).clone(),
+            upstream: self.upstream_duration.get_or_create(&RouteLabels { route: route.clone() }).clone(),
+        });
+        series.requests.inc();
+        series.duration.observe(duration.as_secs_f64());
+        if let Some(upstream) = upstream {
+            series.upstream.observe(upstream.as_secs_f64());
+        }
     }
 
     /// Counts a refusal by limit `kind` (`client`, `key`, ...) named `name`.

@@ -78,7 +78,7 @@ impl Weighter<ReadKey, Arc<Stored>> for ByBytes {
 /// The reads in flight and the answer cache of one configuration.
 pub struct Shares {
     settings: CacheSettings,
-    flights: Mutex<HashMap<ReadKey, Arc<Flight>>>,
+    flights: Mutex<HashMap<ReadKey, Arc<Flight>, foldhash::fast::RandomState>>,
     cache: Cache<ReadKey, Arc<Stored>, ByBytes>,
 }
 
@@ -95,7 +95,7 @@ impl Shares {
         let estimated = usize::try_from(settings.max_bytes / 4096).unwrap_or(usize::MAX).clamp(16, 1 << 20);
         Self {
             settings,
-            flights: Mutex::default(),
+            flights: Mutex::new(HashMap::with_hasher(foldhash::fast::RandomState::default())),
             cache: Cache::with_weighter(estimated, settings.max_bytes, ByBytes),
         }
     }
@@ -105,7 +105,7 @@ impl Shares {
         self.settings
     }
 
-    fn flights(&self) -> MutexGuard<'_, HashMap<ReadKey, Arc<Flight>>> {
+    fn flights(&self) -> MutexGuard<'_, HashMap<ReadKey, Arc<Flight>, foldhash::fast::RandomState>> {
         // The map is consistent between statements; a panic cannot leave it half-updated.
         self.flights.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
