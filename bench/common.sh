@@ -44,11 +44,22 @@ url = "http://127.0.0.1:$upstream"
 file = "$dir/key"
 scopes = ["reporting"]
 limit = { per_second = 1000000, burst = 1000000 }
+# The bench's query has 13 nodes: more than MachineMetrics allows, but what
+# is measured here is the cost of checking a 1 KB document, not its limits.
 [[routes]]
 path = "/graphql"
 key = "reporting"
 scope = "reporting"
 kind = "graphql"
+max_nodes = 20
+# The same, answered from mmgate's cache (compared with nginx's proxy_cache).
+[[routes]]
+path = "/cached/graphql"
+key = "reporting"
+scope = "reporting"
+kind = "graphql"
+max_nodes = 20
+cache = { ttl = "1h" }
 [[routes]]
 path = "/reports/*"
 key = "reporting"
