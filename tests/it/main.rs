@@ -20,6 +20,7 @@ mod identity;
 mod lifecycle;
 mod limits;
 mod observe;
+mod pool;
 mod quota;
 mod reload;
 mod rotation;

@@ -125,3 +125,15 @@ fn a_bad_ca_file_is_a_config_error_naming_the_key_and_file() {
     assert!(no_cert[0].contains("upstream.ca_file") && no_cert[0].contains("no certificate"), "{no_cert:?}");
     assert!(!no_cert[0].contains("PRIVATE"), "the file's content is never echoed: {no_cert:?}");
 }
+
+#[tokio::test]
+async fn http1_connections_are_kept_and_reused() {
+    let upstream = TlsUpstream::start(&[b"http/1.1"]).await;
+    let keys = KeyDir::new();
+    let gate = gate_for(&upstream, &keys, &trusting_test_ca()).await;
+    for n in 0..5 {
+        assert_eq!(get(&gate.url(&format!("/reports/{n}")), &[AS_DASHBOARD]).await.status, 200);
+    }
+    assert_eq!(upstream.requests().len(), 5);
+    assert_eq!(upstream.connections(), 1, "one kept-alive connection for five requests in turn");
+}
