@@ -50,6 +50,7 @@ async fn metrics(State(gate): State<Arc<Gate>>) -> Response {
         waiting: runtime.limiters().waiting(),
         cached: runtime.shares().cache_size(),
         joined: runtime.shares().joined(),
+        available: runtime.limiters().available(),
     };
     let text = gate.metrics.render(runtime.keys(), now);
     ([(CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text).into_response()

@@ -4,6 +4,7 @@
 //! known, and the request counts as in flight until then.
 
 mod line;
+mod timestamp;
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};

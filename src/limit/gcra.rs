@@ -101,6 +101,16 @@ impl Gcra {
         *tat = tat.saturating_sub(self.interval.saturating_mul(u64::from(cost)));
     }
 
+    /// The share of the burst available at `now`: 1 when full, 0 when exhausted.
+    pub(super) fn available_ratio(&self, now: u64) -> f64 {
+        let capacity = self.tolerance.saturating_add(self.interval);
+        let used = self.lock().saturating_sub(now);
+        if capacity == 0 {
+            return 1.0;
+        }
+        capacity.saturating_sub(used) as f64 / capacity as f64
+    }
+
     /// Whether a request of `cost` units can ever pass (at most the burst).
     pub(super) fn fits(&self, cost: u32) -> bool {
         cost <= self.limit.burst.get()

@@ -235,6 +235,15 @@ where
         }
     }
 
+    /// The share of each key's and budget's burst available now (kind, name,
+    /// 0..=1), for the metrics.
+    pub fn available(&self) -> Vec<(&'static str, String, f64)> {
+        let now = self.now_ns();
+        let keys = self.keys.iter().filter_map(|k| k.rate.as_ref());
+        let budgets = self.budgets.iter().map(|b| &b.rate);
+        keys.chain(budgets).map(|n| (n.kind.as_str(), n.name.clone(), n.gcra.available_ratio(now))).collect()
+    }
+
     /// Whether the limiter shared through Redis is connected; `None` without one.
     pub fn shared_connected(&self) -> Option<bool> {
         self.shared.as_ref().map(|s| s.connected())

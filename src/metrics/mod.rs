@@ -21,6 +21,7 @@ use prometheus_client::registry::Registry;
 use crate::keys::{KeyState, KeyStore};
 
 mod process;
+mod quota;
 mod recent;
 
 /// A label value shared with the configuration (route pattern, client or key name).
@@ -55,19 +56,6 @@ struct RouteLabels {
 struct LimitLabels {
     limit: &'static str,
     name: Label,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ShadowLabels {
-    route: Label,
-    client: Label,
-    code: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct AvoidedLabels {
-    route: Label,
-    reason: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -123,12 +111,8 @@ impl<M: EncodeMetric> EncodeMetric for Declared<M> {
     }
 }
 
-fn wait_histogram() -> Histogram {
-    Histogram::new([0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0])
-}
-
 /// Gauges read when `/metrics` is scraped.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Snapshot {
     /// Requests being handled.
     pub in_flight: usize,
@@ -140,6 +124,8 @@ pub struct Snapshot {
     pub cached: (u64, u64),
     /// Callers waiting on an identical read in flight.
     pub joined: usize,
+    /// Share of each key's and budget's burst available: (kind, name, 0..=1).
+    pub available: Vec<(&'static str, String, f64)>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -161,13 +147,7 @@ pub struct Metrics {
     in_flight: Gauge,
     shared_unavailable: Counter,
     shared_connected: Gauge,
-    avoided: Family<AvoidedLabels, Counter>,
-    limit_wait: Family<LimitLabels, Histogram, fn() -> Histogram>,
-    waiting: Gauge,
-    cache_entries: Gauge,
-    cache_bytes: Gauge,
-    joined: Gauge,
-    shadow: Family<ShadowLabels, Counter>,
+    quota: quota::QuotaMetrics,
     recent: recent::Recent,
 }
 
@@ -260,43 +240,10 @@ impl Default for Metrics {
             "1 while the shared (Redis) limiter is connected, 0 while not; absent without [limits] redis",
             shared_connected.clone(),
         );
-        let avoided = Family::default();
-        let limit_wait = Family::new_with_constructor(wait_histogram as fn() -> Histogram);
-        let (waiting, cache_entries, cache_bytes, joined) =
-            (Gauge::default(), Gauge::default(), Gauge::default(), Gauge::default());
-        registry.register(
-            "upstream_requests_avoided",
-            "Requests answered without an upstream call of their own, by route and reason (cache, coalesced, local_refusal)",
-            Declared(avoided.clone()),
-        );
-        registry.register(
-            "limit_wait_seconds",
-            "Time requests waited for their turn under a limit's max_wait, by limit kind and name",
-            Declared(limit_wait.clone()),
-        );
-        registry.register("limit_waiting", "Requests waiting for their turn under max_wait now", waiting.clone());
-        registry.register("cache_entries", "Answers in the answer cache", cache_entries.clone());
-        registry.register("cache_bytes", "Bytes the answer cache holds", cache_bytes.clone());
-        registry.register(
-            "coalesced_waiting",
-            "Requests waiting now for the answer of an identical read in flight",
-            joined.clone(),
-        );
-        let shadow = Family::default();
-        registry.register(
-            "shadow_refusals",
-            "Requests forwarded that a policy in shadow mode would have refused, by route, client and error code",
-            Declared(shadow.clone()),
-        );
+        let quota = quota::QuotaMetrics::register(registry);
         Self {
             recent: recent::Recent::default(),
-            shadow,
-            avoided,
-            limit_wait,
-            waiting,
-            cache_entries,
-            cache_bytes,
-            joined,
+            quota,
             registry: root,
             requests,
             duration,
@@ -366,17 +313,22 @@ impl Metrics {
 
     /// Counts a request a policy in shadow mode would have refused with `code`.
     pub fn shadow_refusal(&self, route: &Label, client: &Label, code: &'static str) {
-        self.shadow.get_or_create(&ShadowLabels { route: route.clone(), client: client.clone(), code }).inc();
+        self.quota.shadow_refusal(route, client, code);
+    }
+
+    /// Counts an upstream 429 for `key`.
+    pub fn upstream_throttled(&self, key: &str) {
+        self.quota.throttled(key);
     }
 
     /// Counts a request answered without an upstream call of its own.
     pub fn avoided(&self, route: &Arc<str>, reason: &'static str) {
-        self.avoided.get_or_create(&AvoidedLabels { route: Label(Arc::clone(route)), reason }).inc();
+        self.quota.avoided(route, reason);
     }
 
     /// Records how long a request waited for its turn under limit `kind` named `name`.
     pub fn limit_wait(&self, kind: &'static str, name: &str, waited: Duration) {
-        self.limit_wait.get_or_create(&LimitLabels { limit: kind, name: name.into() }).observe(waited.as_secs_f64());
+        self.quota.limit_wait(kind, name, waited);
     }
 
     /// The Prometheus (OpenMetrics) text, with key info and the gauges of `now`.
@@ -384,10 +336,7 @@ impl Metrics {
         let gauge = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
         self.in_flight.set(gauge(now.in_flight as u64));
         self.shared_connected.set(now.shared_connected.map_or(0, i64::from));
-        self.waiting.set(gauge(now.waiting as u64));
-        self.cache_entries.set(gauge(now.cached.0));
-        self.cache_bytes.set(gauge(now.cached.1));
-        self.joined.set(gauge(now.joined as u64));
+        self.quota.set(&now);
         self.key_info.clear();
         self.key_state.clear();
         for slot in keys.iter() {

@@ -115,6 +115,7 @@ impl Call {
             self.gate.metrics.unauthorized(runtime.key_name(self.key));
         }
         if response.status() == StatusCode::TOO_MANY_REQUESTS {
+            self.gate.metrics.upstream_throttled(runtime.key_name(self.key));
             runtime.limiters().upstream_throttled(self.key, response.headers());
         }
         slot.answered(response.status());

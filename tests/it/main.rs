@@ -19,6 +19,7 @@ mod hardening;
 mod identity;
 mod lifecycle;
 mod limits;
+mod observability;
 mod observe;
 mod pool;
 mod quota;
