@@ -18,6 +18,8 @@ http {
   server {
     listen 127.0.0.1:$port backlog=4096;
     location /reports/big { root $dir; try_files /big =404; }
+    # An OTLP collector that accepts every export (bench/telemetry.sh).
+    location /v1/traces { return 200; }
     location / {
       if (\$http_authorization != "Bearer $key") { return 401; }
       default_type application/json;

@@ -51,6 +51,7 @@ async fn metrics(State(gate): State<Arc<Gate>>) -> Response {
         cached: runtime.shares().cache_size(),
         joined: runtime.shares().joined(),
         available: runtime.limiters().available(),
+        spans: (crate::telemetry::dropped(), crate::telemetry::exported()),
     };
     let text = gate.metrics.render(runtime.keys(), now);
     ([(CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text).into_response()

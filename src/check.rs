@@ -35,6 +35,10 @@ pub fn check(settings: &Settings, skip_keys: bool) -> Report {
     }
     out.push('\n');
     let _ = writeln!(out, "egress        {}", s.upstream().egress);
+    if let Some(t) = s.telemetry() {
+        let parent = if t.trust_incoming { "continues callers' traces" } else { "new trace per request" };
+        let _ = writeln!(out, "telemetry     OTLP {} ({parent}, sampling {})", t.endpoint, t.sampling_ratio);
+    }
     if let Some(shared) = &s.shared() {
         let when_down = if shared.fail_open { "fail open" } else { "fail closed" };
         let _ = writeln!(out, "shared limits {} ({when_down}, timeout {:?})", shared.display, shared.timeout);

@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::signal::unix::{signal, SignalKind};
 use tracing_subscriber::EnvFilter;
 
-use crate::config::{ConfigOrigin, LogFormat, Settings};
+use crate::config::{ConfigOrigin, LogFormat, Settings, TelemetrySettings};
 use crate::gate::Gate;
 use crate::logging::{BufferedStderr, FlushOnDrop, PlainFields, SwitchableFormat};
 use crate::runtime::Runtime;
@@ -150,7 +150,13 @@ async fn serve_on_runtime(origin: ConfigOrigin) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    let _log_guard = init_logging(settings.server().log_format, filter);
+    let _log_guard = match init_logging(settings.server().log_format, filter, settings.telemetry()) {
+        Ok(guard) => guard,
+        Err(e) => {
+            eprintln!("mmgate: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
     for warning in settings.warnings() {
         tracing::warn!("{warning}");
     }
@@ -201,6 +207,7 @@ async fn serve_on_runtime(origin: ConfigOrigin) -> ExitCode {
     };
     server.run(shutdown).await;
     reloader.abort();
+    crate::telemetry::shutdown();
     ExitCode::SUCCESS
 }
 
@@ -217,8 +224,18 @@ fn log_filter() -> Result<EnvFilter, String> {
 }
 
 /// Logs to stderr (buffered: see `logging`), filtered by `filter`, as text
-/// or JSON lines. Dropping the guard flushes.
-fn init_logging(format: LogFormat, filter: EnvFilter) -> FlushOnDrop {
+/// or JSON lines; with `telemetry`, also exports the request spans. Dropping
+/// the guard flushes.
+fn init_logging(
+    format: LogFormat,
+    filter: EnvFilter,
+    telemetry: Option<&TelemetrySettings>,
+) -> Result<FlushOnDrop, String> {
+    use tracing_subscriber::filter::{filter_fn, FilterExt};
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
+
     let (writer, guard) = BufferedStderr::new();
     writer.spawn_flusher(Duration::from_millis(100));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
@@ -227,11 +244,24 @@ fn init_logging(format: LogFormat, filter: EnvFilter) -> FlushOnDrop {
         access::write_lines_to(writer.clone());
     }
     logging::set_json(format == LogFormat::Json);
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    // Log lines never carry the trace spans (they would cost on every request).
+    let lines = tracing_subscriber::fmt::layer()
         .with_writer(writer)
         .fmt_fields(PlainFields)
         .event_format(SwitchableFormat::new(ansi))
-        .init();
-    guard
+        .with_filter(filter.and(filter_fn(|m| !crate::telemetry::is_trace(m))));
+    // Two shapes rather than an optional layer: an absent layer would claim
+    // interest in everything, and `RUST_LOG` would no longer silence the
+    // access line (it asks the subscriber whether its target is enabled).
+    match telemetry {
+        None => tracing_subscriber::registry().with(lines).init(),
+        Some(settings) => {
+            // The spans, and the warnings logged while one is open, as span events.
+            let traces = crate::telemetry::layer(settings)?.with_filter(filter_fn(|m| {
+                crate::telemetry::is_trace(m) || (m.is_event() && *m.level() <= tracing::Level::WARN)
+            }));
+            tracing_subscriber::registry().with(lines).with(traces).init();
+        }
+    }
+    Ok(guard)
 }

@@ -76,6 +76,10 @@ impl Gate {
         for (name, running, configured) in settings.keep_addresses(old.settings().server()) {
             tracing::warn!(setting = name, %running, %configured, "server.{name} changes only with a restart; keeping {running}");
         }
+        if settings.telemetry() != old.settings().telemetry() {
+            // The exporter and the tracing layer are set up once, at start.
+            tracing::warn!("telemetry changes only with a restart; keeping the running [telemetry]");
+        }
         crate::logging::set_json(settings.server().log_format == LogFormat::Json);
         for warning in settings.warnings() {
             tracing::warn!("{warning}");

@@ -58,6 +58,7 @@ mod runtime;
 mod server;
 mod share;
 mod suggest;
+mod telemetry;
 
 pub use client::Peer;
 pub use gate::{Gate, ReloadError};

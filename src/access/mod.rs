@@ -4,6 +4,7 @@
 //! known, and the request counts as in flight until then.
 
 mod line;
+mod span;
 mod timestamp;
 
 use std::pin::Pin;
@@ -78,6 +79,8 @@ pub struct Exchange {
     pub cached_route: bool,
     /// How long the request waited for its turn under `max_wait`.
     pub waited: Option<Duration>,
+    /// The request's trace span, when telemetry is on: it ends with the exchange.
+    pub span: Option<tracing::Span>,
     /// The scopes the request used (`reporting`, or `reporting,write` with a mutation).
     pub scope: Option<Box<str>>,
     /// What a policy in shadow mode would have refused (its error code).
@@ -121,6 +124,7 @@ impl Exchange {
             served: None,
             cached_route: false,
             waited: None,
+            span: None,
             scope: None,
             would_refuse: None,
         }
@@ -213,7 +217,7 @@ impl Drop for Exchange {
         let micros = |d: Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
         let peer = peer_text(self.peer);
         let graphql = self.graphql.as_ref();
-        AccessLine {
+        let line = AccessLine {
             request_id: self.request_id.to_str().unwrap_or_default(),
             method: self.method.as_str(),
             route: &route.0,
@@ -243,8 +247,11 @@ impl Drop for Exchange {
             wait_us: self.waited.map(micros),
             scope: self.scope.as_deref(),
             would_refuse: self.would_refuse,
+        };
+        line.log();
+        if let Some(span) = self.span.take() {
+            span::record(&span, &line);
         }
-        .log();
     }
 }
 

@@ -21,7 +21,7 @@ pub use env::{Overrides, ProxyEnv};
 pub use raw::{schema, RawConfig};
 pub use settings::{
     BudgetSpec, CacheSettings, Egress, KeyId, KeySpec, ListenAddr, LogFormat, RouteKind, RouteSpec, ServerSettings,
-    Settings, UpstreamSettings,
+    Settings, TelemetrySettings, UpstreamSettings,
 };
 
 /// The configuration `mmgate` runs with when given no file.

@@ -34,6 +34,39 @@ pub struct RawConfig {
     pub limits: RawLimits,
     /// Answers kept for routes with `cache`, and shared between callers.
     pub cache: RawCacheSettings,
+    /// OpenTelemetry traces, off unless `otlp_endpoint` is set.
+    pub telemetry: RawTelemetry,
+}
+
+/// `[telemetry]`: OpenTelemetry traces over OTLP/HTTP (protobuf).
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawTelemetry {
+    /// The collector, e.g. "http://localhost:4318" (its /v1/traces); absent = no traces.
+    pub otlp_endpoint: Option<String>,
+    /// Default false: continue a caller's `traceparent` (else every request starts a trace).
+    pub trust_incoming: bool,
+    /// Default 1.0: the share of traces kept (0.01 = 1 %); a continued trace follows its caller's choice.
+    pub sampling_ratio: f64,
+    /// Default 2048: finished spans waiting for export; beyond, new ones are dropped (and counted).
+    pub max_queued_spans: u32,
+    /// Default 5 s: longest export call to the collector.
+    pub export_timeout: HumanDuration,
+    /// Default "mmgate": the `service.name` of the spans.
+    pub service_name: String,
+}
+
+impl Default for RawTelemetry {
+    fn default() -> Self {
+        Self {
+            otlp_endpoint: None,
+            trust_incoming: false,
+            sampling_ratio: 1.0,
+            max_queued_spans: 2048,
+            export_timeout: HumanDuration(Duration::from_secs(5)),
+            service_name: "mmgate".into(),
+        }
+    }
 }
 
 /// `[cache]`: the memory answers kept and shared may use.

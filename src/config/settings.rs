@@ -205,6 +205,23 @@ pub struct RouteSpec {
     pub mode: Option<Mode>,
 }
 
+/// `[telemetry]`, validated: traces are exported only with an endpoint.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TelemetrySettings {
+    /// Where spans go: the collector's `/v1/traces` (`http://` only).
+    pub endpoint: http::Uri,
+    /// Whether a caller's `traceparent` is continued.
+    pub trust_incoming: bool,
+    /// The share of new traces kept, 0..=1.
+    pub sampling_ratio: f64,
+    /// Finished spans waiting for export at most.
+    pub max_queued_spans: usize,
+    /// Longest export call.
+    pub export_timeout: Duration,
+    /// `service.name`.
+    pub service_name: String,
+}
+
 /// `[cache]`, validated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CacheSettings {
@@ -237,6 +254,7 @@ pub struct Settings {
     pub(super) clients: ClientTable,
     pub(super) shared: Option<SharedSettings>,
     pub(super) cache: CacheSettings,
+    pub(super) telemetry: Option<TelemetrySettings>,
     pub(super) warnings: Vec<String>,
 }
 
@@ -289,6 +307,11 @@ impl Settings {
     /// `[cache]`.
     pub fn cache(&self) -> CacheSettings {
         self.cache
+    }
+
+    /// OpenTelemetry traces, when configured.
+    pub fn telemetry(&self) -> Option<&TelemetrySettings> {
+        self.telemetry.as_ref()
     }
 
     /// Things that work but that an operator should look at.

@@ -126,6 +126,8 @@ pub struct Snapshot {
     pub joined: usize,
     /// Share of each key's and budget's burst available: (kind, name, 0..=1).
     pub available: Vec<(&'static str, String, f64)>,
+    /// Trace spans dropped and exported so far.
+    pub spans: (u64, u64),
 }
 
 fn latency_histogram() -> Histogram {
@@ -148,6 +150,8 @@ pub struct Metrics {
     shared_unavailable: Counter,
     shared_connected: Gauge,
     quota: quota::QuotaMetrics,
+    spans_dropped: Counter,
+    spans_exported: Counter,
     recent: recent::Recent,
 }
 
@@ -241,9 +245,18 @@ impl Default for Metrics {
             shared_connected.clone(),
         );
         let quota = quota::QuotaMetrics::register(registry);
+        let (spans_dropped, spans_exported) = (Counter::default(), Counter::default());
+        registry.register(
+            "telemetry_spans_dropped",
+            "Trace spans dropped: the export queue was full or the collector failed ([telemetry])",
+            spans_dropped.clone(),
+        );
+        registry.register("telemetry_spans_exported", "Trace spans the collector accepted", spans_exported.clone());
         Self {
             recent: recent::Recent::default(),
             quota,
+            spans_dropped,
+            spans_exported,
             registry: root,
             requests,
             duration,
@@ -337,6 +350,10 @@ impl Metrics {
         self.in_flight.set(gauge(now.in_flight as u64));
         self.shared_connected.set(now.shared_connected.map_or(0, i64::from));
         self.quota.set(&now);
+        // Counted by the export thread; brought up to date at each scrape.
+        let (dropped, exported) = now.spans;
+        self.spans_dropped.inc_by(dropped.saturating_sub(self.spans_dropped.get()));
+        self.spans_exported.inc_by(exported.saturating_sub(self.spans_exported.get()));
         self.key_info.clear();
         self.key_state.clear();
         for slot in keys.iter() {

@@ -27,6 +27,7 @@ use axum::extract::Request;
 use axum::response::Response;
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Method};
+use tracing::Instrument;
 
 pub use app::{app, App};
 pub use request_id::new_request_id;
@@ -67,7 +68,16 @@ where
     let server = runtime.settings().server();
     let (count, max_body, idle) = (exchange.bytes_in(), server.max_body, server.body_idle_timeout);
     let request = request.map(|body| Body::new(CallerBody::new(body, count, max_body, idle)));
-    let mut response = match checked_forward(&runtime, request, peer, &mut exchange).await {
+    // With telemetry, the request's span (ended with the exchange, its
+    // attributes the access line's); without, none at all.
+    let forwarded = if crate::telemetry::enabled() {
+        let span = crate::telemetry::request_span(request.method(), request.headers());
+        exchange.span = Some(span.clone());
+        checked_forward(&runtime, request, peer, &mut exchange).instrument(span).await
+    } else {
+        checked_forward(&runtime, request, peer, &mut exchange).await
+    };
+    let mut response = match forwarded {
         Ok(response) => response,
         Err(e) => {
             exchange.failed(&e);

@@ -13,6 +13,8 @@ use axum::extract::Request;
 use axum::response::Response;
 use http::{HeaderValue, StatusCode, Uri};
 
+use tracing::Instrument;
+
 use crate::error::ProxyError;
 use crate::forward::{self, Outbound};
 use crate::gate::Gate;
@@ -104,10 +106,19 @@ impl Call {
             host: upstream.host_header.as_ref(),
         };
         let sent = Instant::now();
-        let outbound = forward::upstream_request(request, out);
-        let (response, admission) =
+        let mut outbound = forward::upstream_request(request, out);
+        let send = |outbound| {
             forward::send(runtime.upstream(), outbound, upstream.timeout, upstream.body_idle_timeout, admission)
-                .await?;
+        };
+        let (response, admission) = if crate::telemetry::enabled() {
+            // A child of the request's span, sent upstream as `traceparent`.
+            let span = crate::telemetry::upstream_span(outbound.headers_mut());
+            let answered = send(outbound).instrument(span.clone()).await;
+            crate::telemetry::upstream_answered(&span, &answered, (slot.name(), key.fingerprint()));
+            answered?
+        } else {
+            send(outbound).await?
+        };
         let latency = sent.elapsed();
 
         // What the answer says about the key and the company's quota.

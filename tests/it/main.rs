@@ -30,6 +30,7 @@ mod shadow;
 mod shared_limits;
 mod suggest;
 mod support;
+mod telemetry;
 mod tls;
 mod unix;
 mod waiting;

@@ -161,6 +161,7 @@ pub(super) fn settings(
     let clients = clients::clients(&mut c, &raw.clients);
     let shared = shared(&mut c, &raw.limits);
     let cache = CacheSettings { max_bytes: raw.cache.max_bytes.0, max_entry_bytes: raw.cache.max_entry_bytes.0 };
+    let telemetry = server::telemetry(&mut c, &raw.telemetry);
     if cache.max_entry_bytes > cache.max_bytes {
         c.problem("cache.max_entry_bytes", "must not be more than cache.max_bytes");
     }
@@ -204,6 +205,7 @@ pub(super) fn settings(
         clients: ClientTable::new(clients),
         shared,
         cache,
+        telemetry,
         warnings: c.warnings,
     })
 }

@@ -10,8 +10,8 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
 
 use super::Checker;
-use crate::config::raw::{RawLogFormat, RawServer, RawUpstream};
-use crate::config::{Egress, ListenAddr, LogFormat, ProxyEnv, ServerSettings, UpstreamSettings};
+use crate::config::raw::{RawLogFormat, RawServer, RawTelemetry, RawUpstream};
+use crate::config::{Egress, ListenAddr, LogFormat, ProxyEnv, ServerSettings, TelemetrySettings, UpstreamSettings};
 
 pub(super) fn server(c: &mut Checker, raw: &RawServer) -> Option<ServerSettings> {
     let listen = c.listen("server.listen", &raw.listen);
@@ -170,4 +170,47 @@ fn extra_roots(c: &mut Checker, file: &str) -> Option<(PathBuf, Vec<CertificateD
 fn is_loopback_host(host: &str) -> bool {
     host.eq_ignore_ascii_case("localhost")
         || host.trim_matches(['[', ']']).parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// `[telemetry]`: nothing without an endpoint; an `http://` collector (run a
+/// local OpenTelemetry Collector to forward to a remote one over TLS).
+pub(super) fn telemetry(c: &mut Checker, raw: &RawTelemetry) -> Option<TelemetrySettings> {
+    let endpoint = raw.otlp_endpoint.as_deref()?;
+    if !(0.0..=1.0).contains(&raw.sampling_ratio) {
+        c.problem("telemetry.sampling_ratio", "must be between 0 and 1, e.g. 0.01 for 1 % of traces");
+    }
+    if raw.max_queued_spans == 0 {
+        c.problem("telemetry.max_queued_spans", "must be at least 1, e.g. 2048");
+    }
+    let timeout = c.positive("telemetry.export_timeout", raw.export_timeout.0);
+    let fix = "write the collector's OTLP/HTTP address, e.g. \"http://localhost:4318\"";
+    let uri = match endpoint.parse::<Uri>() {
+        Ok(uri) if uri.scheme_str() == Some("http") && uri.authority().is_some() => uri,
+        Ok(uri) if uri.scheme_str() == Some("https") => {
+            c.problem(
+                "telemetry.otlp_endpoint",
+                format!("https is not supported: run an OpenTelemetry Collector next to mmgate and {fix}"),
+            );
+            return None;
+        }
+        _ => {
+            c.problem("telemetry.otlp_endpoint", format!("`{endpoint}` is not an http:// URL; {fix}"));
+            return None;
+        }
+    };
+    // The base address, as OTEL_EXPORTER_OTLP_ENDPOINT takes it, gets the traces path.
+    let endpoint = match uri.path() {
+        "" | "/" => {
+            format!("{}://{}/v1/traces", uri.scheme_str().unwrap_or("http"), uri.authority().map_or("", |a| a.as_str()))
+        }
+        _ => endpoint.to_owned(),
+    };
+    Some(TelemetrySettings {
+        endpoint: endpoint.parse().unwrap_or(uri),
+        trust_incoming: raw.trust_incoming,
+        sampling_ratio: raw.sampling_ratio.clamp(0.0, 1.0),
+        max_queued_spans: usize::try_from(raw.max_queued_spans).unwrap_or(usize::MAX).max(1),
+        export_timeout: timeout,
+        service_name: raw.service_name.clone(),
+    })
 }

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod collector;
 #[path = "../../../benches/support/fake_mm.rs"]
 pub mod fake_mm;
 pub mod proxy;
