@@ -70,7 +70,7 @@ where
     let request = request.map(|body| Body::new(CallerBody::new(body, count, max_body, idle)));
     // With telemetry, the request's span (ended with the exchange, its
     // attributes the access line's); without, none at all.
-    let forwarded = if crate::telemetry::enabled() {
+    let forwarded = if crate::telemetry::traced(request.headers()) {
         let span = crate::telemetry::request_span(request.method(), request.headers());
         exchange.span = Some(span.clone());
         checked_forward(&runtime, request, peer, &mut exchange).instrument(span).await

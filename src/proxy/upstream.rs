@@ -110,7 +110,8 @@ impl Call {
         let send = |outbound| {
             forward::send(runtime.upstream(), outbound, upstream.timeout, upstream.body_idle_timeout, admission)
         };
-        let (response, admission) = if crate::telemetry::enabled() {
+        // Under a traced request only: an unsampled one has no span to be a child of.
+        let (response, admission) = if crate::telemetry::enabled() && !tracing::Span::current().is_none() {
             // A child of the request's span, sent upstream as `traceparent`.
             let span = crate::telemetry::upstream_span(outbound.headers_mut());
             let answered = send(outbound).instrument(span.clone()).await;

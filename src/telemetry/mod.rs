@@ -31,6 +31,8 @@ use crate::config::TelemetrySettings;
 
 static ENABLED: AtomicBool = AtomicBool::new(false);
 static TRUST_INCOMING: AtomicBool = AtomicBool::new(false);
+/// The sampling ratio as a threshold on a uniform 64-bit draw.
+static THRESHOLD: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(u64::MAX);
 static PROVIDER: OnceLock<SdkTracerProvider> = OnceLock::new();
 
 /// Whether spans are made (telemetry was configured at start).
@@ -58,16 +60,52 @@ where
         .build();
     let provider = SdkTracerProvider::builder()
         .with_span_processor(processor)
-        // A continued trace keeps its caller's decision; a new one is kept at the ratio.
-        .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(settings.sampling_ratio))))
+        // A continued trace keeps its caller's decision; new ones were drawn
+        // at the ratio before any span was made (`traced`), so keep them all.
+        .with_sampler(Sampler::ParentBased(Box::new(Sampler::AlwaysOn)))
         .with_resource(resource)
         .build();
     let tracer = provider.tracer("mmgate");
     let _ = PROVIDER.set(provider);
     opentelemetry::global::set_text_map_propagator(opentelemetry_sdk::propagation::TraceContextPropagator::new());
     TRUST_INCOMING.store(settings.trust_incoming, Ordering::Relaxed);
+    let threshold = (settings.sampling_ratio * u64::MAX as f64) as u64;
+    THRESHOLD.store(if settings.sampling_ratio >= 1.0 { u64::MAX } else { threshold }, Ordering::Relaxed);
     ENABLED.store(true, Ordering::Relaxed);
     Ok(tracing_opentelemetry::layer().with_tracer(tracer))
+}
+
+/// Whether a request with `headers` gets spans: a trusted caller's trace
+/// decides for itself (its sampled flag); others are drawn at the ratio here,
+/// so that an unsampled request costs no span at all.
+pub fn traced(headers: &HeaderMap) -> bool {
+    if !enabled() {
+        return false;
+    }
+    if TRUST_INCOMING.load(Ordering::Relaxed) && headers.contains_key("traceparent") {
+        return true;
+    }
+    let threshold = THRESHOLD.load(Ordering::Relaxed);
+    threshold == u64::MAX || draw() < threshold
+}
+
+/// A uniform 64-bit draw (xorshift64*, per thread, seeded once from the OS).
+fn draw() -> u64 {
+    thread_local! {
+        static STATE: std::cell::Cell<u64> = std::cell::Cell::new({
+            let mut seed = [0u8; 8];
+            let _ = getrandom::fill(&mut seed);
+            u64::from_le_bytes(seed) | 1
+        });
+    }
+    STATE.with(|state| {
+        let mut x = state.get();
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        state.set(x);
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    })
 }
 
 /// Whether `metadata` is one of the spans made here (the log lines do not want them).

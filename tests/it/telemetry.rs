@@ -117,3 +117,24 @@ async fn a_collector_that_is_gone_fails_no_request_and_its_spans_are_counted_as_
     .await;
     terminate(child);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsampled_requests_make_no_span_and_a_trusted_sampled_caller_still_does() {
+    let collector = Collector::start().await;
+    let telemetry = format!("otlp_endpoint = \"{}\"\nsampling_ratio = 0.0\ntrust_incoming = true", collector.url());
+    let (child, port, admin, upstream, _keys) = traced(&telemetry).await;
+    for n in 0..5 {
+        assert_eq!(get(&format!("http://127.0.0.1:{port}/reports/{n}"), &[AS_DASHBOARD]).await.status, 200);
+    }
+    assert!(upstream.requests().iter().all(|r| r.header("traceparent").is_none()), "no trace, no traceparent");
+    let url = format!("http://127.0.0.1:{port}/reports/sampled");
+    assert_eq!(get(&url, &[AS_DASHBOARD, ("traceparent", &traceparent())]).await.status, 200);
+    let spans = eventually("the caller's sampled trace", Duration::from_secs(10), || async {
+        let spans = collector.spans();
+        (spans.len() >= 2).then_some(spans)
+    })
+    .await;
+    assert!(spans.iter().all(|s| hex(&s.trace_id) == CALLER_TRACE), "only the caller's trace was exported");
+    metric_reaches(([127, 0, 0, 1], admin).into(), "mmgate_telemetry_spans_exported_total", 2.0).await;
+    terminate(child);
+}
