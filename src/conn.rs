@@ -7,12 +7,15 @@
 //! after `header_timeout`) from "idle" (closed after `idle_timeout`). Here a
 //! head is pending from the connection's start, or from the first byte read
 //! while no request is in progress, until hyper hands the request over.
+//!
+//! Nothing here wakes the driver: a request starting or ending would cost the
+//! connection's task an extra poll (all of hyper's dispatcher) per request.
+//! The driver re-reads `deadline` when its timer fires instead (see `recheck`).
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::Notify;
 use tokio::time::Instant;
 
 /// What a connection is waiting for, and since when.
@@ -25,7 +28,6 @@ pub struct Activity {
     head_since: AtomicU64,
     /// Nanoseconds after `opened` when the last response ended.
     idle_since: AtomicU64,
-    changed: Notify,
 }
 
 /// Which timeout a connection's deadline belongs to.
@@ -45,7 +47,6 @@ impl Activity {
             active: AtomicU32::new(0),
             head_since: AtomicU64::new(1),
             idle_since: AtomicU64::new(0),
-            changed: Notify::new(),
         })
     }
 
@@ -57,7 +58,6 @@ impl Activity {
     pub fn on_read(&self) {
         if self.active.load(Ordering::Acquire) == 0 && self.head_since.load(Ordering::Acquire) == 0 {
             self.head_since.store(self.now().saturating_add(1), Ordering::Release);
-            self.changed.notify_one();
         }
     }
 
@@ -80,9 +80,18 @@ impl Activity {
         }
     }
 
-    /// Resolves when the deadline may have moved (a head started, a response ended).
-    pub async fn changed(&self) {
-        self.changed.notified().await;
+    /// When the driver should look again, given the deadline now: at the
+    /// deadline, but never later than `header_timeout` from now, because a
+    /// head may start (an earlier deadline) or a response end (a first one)
+    /// without anyone saying so. Every deadline is still met exactly: a
+    /// look before it only re-arms the timer.
+    pub fn recheck(deadline: Option<(Instant, Waiting)>, header_timeout: Duration, now: Instant) -> Instant {
+        let soon = now + header_timeout;
+        match deadline {
+            Some((at, Waiting::Head)) => at,
+            Some((at, Waiting::Idle)) => at.min(soon),
+            None => soon,
+        }
     }
 }
 
@@ -95,7 +104,6 @@ impl Drop for RequestGuard {
         let activity = &self.0;
         if activity.active.fetch_sub(1, Ordering::AcqRel) == 1 {
             activity.idle_since.store(activity.now(), Ordering::Release);
-            activity.changed.notify_one();
         }
     }
 }
@@ -127,5 +135,24 @@ mod tests {
         assert_eq!(activity.deadline(head, idle), Some((ended + Duration::from_secs(1) + head, Waiting::Head)));
         activity.on_read();
         assert_eq!(activity.deadline(head, idle).map(|d| d.0), Some(ended + Duration::from_secs(1) + head));
+    }
+
+    #[test]
+    fn the_driver_looks_again_before_any_deadline_could_have_moved_earlier() {
+        let (head, now) = (Duration::from_secs(10), Instant::now());
+        let later = now + Duration::from_secs(60);
+        assert_eq!(
+            Activity::recheck(Some((later, Waiting::Head)), head, now),
+            later,
+            "a head's deadline only moves later"
+        );
+        assert_eq!(
+            Activity::recheck(Some((later, Waiting::Idle)), head, now),
+            now + head,
+            "a head may start while idle"
+        );
+        let sooner = now + Duration::from_secs(3);
+        assert_eq!(Activity::recheck(Some((sooner, Waiting::Idle)), head, now), sooner);
+        assert_eq!(Activity::recheck(None, head, now), now + head, "a response may end while a request runs");
     }
 }

@@ -4,7 +4,7 @@
 //! mmgate's JSON shape, an idle keep-alive connection is closed after
 //! `idle_timeout`, and a shutdown lets the request in progress finish.
 
-use std::future::{pending, poll_fn};
+use std::future::poll_fn;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,6 +15,7 @@ use hyper::service::HttpService;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 use super::guard::{Guarded, HeadLimits};
 use crate::config::ServerSettings;
@@ -75,18 +76,17 @@ pub async fn drive<IO, S>(
 {
     let guarded = Guarded::new(io, Arc::clone(&activity), settings.limits);
     let mut connection = settings.builder().serve_connection(TokioIo::new(guarded), service);
+    let (header_timeout, idle_timeout) = (settings.header_timeout, settings.idle_timeout);
+    // One timer for the connection's life, re-armed rather than re-created.
+    let now = Instant::now();
+    let timer = tokio::time::sleep_until(Activity::recheck(
+        activity.deadline(header_timeout, idle_timeout),
+        header_timeout,
+        now,
+    ));
+    tokio::pin!(timer);
     let mut stopping = false;
     loop {
-        let deadline = activity.deadline(settings.header_timeout, settings.idle_timeout);
-        let expiry = async {
-            match deadline {
-                Some((at, waiting)) => {
-                    tokio::time::sleep_until(at).await;
-                    waiting
-                }
-                None => pending().await,
-            }
-        };
         tokio::select! {
             ended = poll_fn(|cx| Pin::new(&mut connection).poll_without_shutdown(cx)) => {
                 if let Err(e) = ended {
@@ -96,20 +96,20 @@ pub async fn drive<IO, S>(
                 let _ = tokio::time::timeout(Duration::from_secs(1), io.shutdown()).await;
                 return;
             }
-            () = activity.changed() => {}
-            waiting = expiry => {
-                // The deadline may have moved since it was read.
-                if activity.deadline(settings.header_timeout, settings.idle_timeout) != deadline {
-                    continue;
-                }
-                match waiting {
-                    Waiting::Head => return answer_timeout(connection.into_parts().io.into_inner(), settings.header_timeout).await,
-                    Waiting::Idle => {
+            () = &mut timer => {
+                let now = Instant::now();
+                match activity.deadline(header_timeout, idle_timeout) {
+                    Some((at, Waiting::Head)) if at <= now => {
+                        return answer_timeout(connection.into_parts().io.into_inner(), header_timeout).await;
+                    }
+                    Some((at, Waiting::Idle)) if at <= now => {
                         // No request is in progress: nothing is cut.
                         let mut io = connection.into_parts().io.into_inner();
                         let _ = tokio::time::timeout(Duration::from_secs(1), io.shutdown()).await;
                         return;
                     }
+                    // Not due yet, or a request is in progress: look again later.
+                    deadline => timer.as_mut().reset(Activity::recheck(deadline, header_timeout, now)),
                 }
             }
             changed = stop.changed(), if !stopping => {

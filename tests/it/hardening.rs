@@ -147,6 +147,49 @@ async fn a_slow_head_gets_408_and_an_idle_connection_outlives_the_header_timeout
 }
 
 #[tokio::test]
+async fn timeouts_hold_through_a_long_request_and_for_a_head_started_while_idle() {
+    let upstream = Upstream::start().await;
+    let keys = KeyDir::new();
+    let request = b"GET /reports/a HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer dash-token-1\r\n\r\n";
+
+    // A response that takes ten header timeouts neither cuts the request nor
+    // keeps the connection open past idle_timeout afterwards.
+    let toml = with_lines(
+        &config(&upstream.url(), &keys, ""),
+        "server",
+        "header_timeout = \"300ms\"\nidle_timeout = \"900ms\"",
+    );
+    let gate = Mmgate::start(&toml.replace("\ntimeout = \"1s\"", "\ntimeout = \"5s\"")).await;
+    let mut long = TcpStream::connect(gate.addr).await.unwrap();
+    long.write_all(b"GET /reports/slow HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer dash-token-1\r\n\r\n")
+        .await
+        .unwrap();
+    assert_eq!(raw_status(&read_response(&mut long).await), 200);
+    let ended = Instant::now();
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(3), long.read_to_end(&mut rest)).await.unwrap().unwrap();
+    assert!(rest.is_empty() && ended.elapsed() >= Duration::from_millis(700), "{:?}", ended.elapsed());
+
+    // A head started on a connection idle for a while is owed within
+    // header_timeout, long before the idle timeout would close it.
+    let toml =
+        with_lines(&config(&upstream.url(), &keys, ""), "server", "header_timeout = \"300ms\"\nidle_timeout = \"20s\"");
+    let gate = Mmgate::start(&toml).await;
+    let mut idle = TcpStream::connect(gate.addr).await.unwrap();
+    idle.write_all(request).await.unwrap();
+    assert_eq!(raw_status(&read_response(&mut idle).await), 200);
+    // Idle for over two header timeouts (the driver's timer has been re-armed
+    // for the idle deadline meanwhile), then half a head.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    idle.write_all(b"GET /reports/a HTTP/1.1\r\n").await.unwrap();
+    let started = Instant::now();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), idle.read_to_end(&mut out)).await.unwrap().unwrap();
+    assert!(started.elapsed() >= Duration::from_millis(250), "{:?}", started.elapsed());
+    parse_raw(&String::from_utf8_lossy(&out)).assert_error(408, "request_timeout");
+}
+
+#[tokio::test]
 async fn a_malformed_chunk_is_the_callers_400_not_an_upstream_error() {
     let (gate, upstream, _keys) = Mmgate::with_upstream("").await;
     for path in ["/reports/production", "/graphql"] {
@@ -274,7 +317,7 @@ async fn read_response(stream: &mut TcpStream) -> String {
     let mut out = Vec::new();
     let mut buf = [0u8; 4096];
     loop {
-        let n = tokio::time::timeout(Duration::from_secs(3), stream.read(&mut buf)).await.unwrap().unwrap();
+        let n = tokio::time::timeout(Duration::from_secs(6), stream.read(&mut buf)).await.unwrap().unwrap();
         assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&out));
         out.extend_from_slice(&buf[..n]);
         let text = String::from_utf8_lossy(&out).into_owned();
