@@ -42,8 +42,10 @@ pub enum UpstreamError {
     BadTarget,
 }
 
-/// Headers that describe one connection and never cross a proxy (RFC 9110 §7.6.1).
-static HOP_BY_HOP: [HeaderName; 8] = [
+/// Headers that describe one connection and never cross a proxy (RFC 9110
+/// §7.6.1), and `Upgrade` (mmgate never switches protocols). `Connection`
+/// first: the names it lists go too.
+static HOP_BY_HOP: [HeaderName; 9] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -52,7 +54,25 @@ static HOP_BY_HOP: [HeaderName; 8] = [
     header::TE,
     header::TRAILER,
     header::TRANSFER_ENCODING,
+    header::UPGRADE,
 ];
+
+/// The place of `name` in `HOP_BY_HOP`, by one string match (comparing
+/// `HeaderName`s one by one costs a byte comparison per custom name).
+fn hop_by_hop(name: &HeaderName) -> Option<u32> {
+    Some(match name.as_str() {
+        "connection" => 0,
+        "keep-alive" => 1,
+        "proxy-connection" => 2,
+        "proxy-authenticate" => 3,
+        "proxy-authorization" => 4,
+        "te" => 5,
+        "trailer" => 6,
+        "transfer-encoding" => 7,
+        "upgrade" => 8,
+        _ => return None,
+    })
+}
 
 /// Headers a caller cannot get dropped by naming them in `Connection`: they
 /// describe the body mmgate checked, so the upstream must see them too.
@@ -63,24 +83,26 @@ fn is_protected(name: &str) -> bool {
 /// Removes hop-by-hop headers, including every header named in `Connection`.
 ///
 /// Names listed in `Connection` are removed one by one (linear in the list,
-/// which a caller controls); the fixed hop-by-hop names by one pass over the
-/// (few) names present, as most requests carry none of them.
+/// which a caller controls), looked up without building a `HeaderName`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-        .filter(|n| !is_protected(n.as_str()))
-        .collect();
-    for name in named {
-        headers.remove(name);
+    // One pass notes which are present; most messages carry none (a
+    // keep-alive `Connection` at most).
+    let present = headers.keys().filter_map(hop_by_hop).fold(0u32, |set, i| set | 1 << i);
+    if present == 0 {
+        return;
     }
-    let doomed: Vec<HeaderName> =
-        headers.keys().filter(|name| HOP_BY_HOP.contains(name) || *name == header::UPGRADE).cloned().collect();
-    for name in doomed {
-        headers.remove(name);
+    if present & 1 != 0 {
+        let listed: Vec<HeaderValue> = headers.get_all(header::CONNECTION).iter().cloned().collect();
+        for name in listed.iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')).map(str::trim) {
+            if !name.is_empty() && !is_protected(name) {
+                headers.remove(name);
+            }
+        }
+    }
+    for (i, name) in HOP_BY_HOP.iter().enumerate() {
+        if present & 1 << i != 0 {
+            headers.remove(name);
+        }
     }
 }
 

@@ -86,6 +86,11 @@ impl Fingerprint {
         let digest = Sha256::digest(secret.as_bytes());
         Self([digest[0], digest[1], digest[2], digest[3]])
     }
+
+    /// Its four bytes (what a shared read's key holds; never the secret).
+    pub fn bytes(self) -> [u8; 4] {
+        self.0
+    }
 }
 
 impl fmt::Display for Fingerprint {

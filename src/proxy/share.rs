@@ -61,16 +61,14 @@ pub(super) enum Asks<'a> {
 impl Read {
     /// The read `asks` on `route` with the key `(name, fingerprint)`.
     pub(super) fn new(route: &Route, key: (&str, Fingerprint), headers: &HeaderMap, asks: Asks<'_>) -> Self {
-        let joined = |name: header::HeaderName| {
-            let values: Vec<&[u8]> = headers.get_all(name).iter().map(|v| v.as_bytes()).collect();
-            values.join(&b","[..])
-        };
+        let values =
+            |name: header::HeaderName| move || headers.get_all(&name).into_iter().map(http::HeaderValue::as_bytes);
         let mut builder = ReadKey::builder()
             .field(route.spec.pattern.as_bytes())
             .field(key.0)
-            .field(key.1.to_string())
-            .field(joined(header::ACCEPT))
-            .field(joined(header::ACCEPT_ENCODING));
+            .field(key.1.bytes())
+            .joined(values(header::ACCEPT))
+            .joined(values(header::ACCEPT_ENCODING));
         builder = match asks {
             Asks::Graphql(items) => items
                 .iter()

@@ -46,6 +46,20 @@ impl KeyBuilder {
         self
     }
 
+    /// Adds one field made of `values` joined by `,` (a repeated header's
+    /// values, as one list), without joining them anywhere first.
+    pub fn joined<'a, I: Iterator<Item = &'a [u8]>>(mut self, values: impl Fn() -> I) -> Self {
+        let len = values().enumerate().map(|(i, v)| v.len() + usize::from(i > 0)).sum::<usize>();
+        self.0.extend_from_slice(&(len as u64).to_le_bytes());
+        for (i, value) in values().enumerate() {
+            if i > 0 {
+                self.0.push(b',');
+            }
+            self.0.extend_from_slice(value);
+        }
+        self
+    }
+
     /// Adds an optional field, told apart from an empty one.
     pub fn optional(self, bytes: Option<impl AsRef<[u8]>>) -> Self {
         match bytes {

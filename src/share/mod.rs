@@ -148,7 +148,11 @@ impl Shares {
                 flights.remove(&flight.key);
             }
         }
-        flight.outcome.send_replace(Some(outcome));
+        // Nobody can join it any more (it left the map above, under the
+        // lock joiners take): with no one waiting, there is no one to tell.
+        if flight.outcome.receiver_count() > 0 {
+            flight.outcome.send_replace(Some(outcome));
+        }
     }
 
     /// Ends `flight` if nobody waits on it any more: `true` when it was given up.

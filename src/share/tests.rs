@@ -33,6 +33,15 @@ fn fields_are_length_prefixed_so_different_sequences_never_collide() {
     assert!(!format!("{:?}", key(&["secret variables"])).contains("secret"));
 }
 
+#[test]
+fn a_joined_field_is_the_values_joined_by_commas() {
+    let joined = |values: &[&str]| ReadKey::builder().joined(|| values.iter().map(|v| v.as_bytes())).build();
+    assert_eq!(joined(&["a", "b, c"]), key(&["a,b, c"]));
+    assert_eq!(joined(&["gzip"]), key(&["gzip"]));
+    assert_eq!(joined(&[]), key(&[""]));
+    assert_ne!(joined(&["a", "b"]), key(&["a", "b"]));
+}
+
 #[tokio::test]
 async fn a_second_arrival_joins_and_gets_the_leaders_outcome() {
     let shares = Shares::new(settings());
