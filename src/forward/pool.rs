@@ -162,7 +162,10 @@ impl Pool {
             let notified = self.returned.notified();
             tokio::select! {
                 permit = Arc::clone(&self.open).acquire_owned() => {
-                    return self.connect(permit.map_err(|_| "the upstream pool is closed")?).await;
+                    // Boxed: connecting (TLS, HTTP/2 handshakes) is a 6.5 KiB
+                    // future, rare, and would otherwise make every request's
+                    // future that large, copied at each move.
+                    return Box::pin(self.connect(permit.map_err(|_| "the upstream pool is closed")?)).await;
                 }
                 () = notified => {}
             }
