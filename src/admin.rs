@@ -16,12 +16,15 @@ use crate::gate::Gate;
 use crate::keys::KeyState;
 use crate::metrics::Snapshot;
 
-/// The admin router.
+/// The admin router. Answers are gzipped for clients that ask (Prometheus
+/// does): `/metrics` grows with routes × clients × statuses, and compresses
+/// about tenfold.
 pub fn app(gate: Arc<Gate>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .layer(tower_http::compression::CompressionLayer::new())
         .with_state(gate)
 }
 

@@ -84,8 +84,7 @@ pin_project_lite::pin_project! {
         count: Arc<AtomicU64>,
         read: u64,
         limit: u64,
-        idle: Duration,
-        stall: Option<Pin<Box<Sleep>>>,
+        stall: StallTimer,
         failed: bool,
     }
 }
@@ -93,7 +92,43 @@ pin_project_lite::pin_project! {
 impl<B> CallerBody<B> {
     /// Wraps `inner`; bytes read are added to `count`.
     pub fn new(inner: B, count: Arc<AtomicU64>, limit: u64, idle: Duration) -> Self {
-        Self { inner, count, read: 0, limit, idle, stall: None, failed: false }
+        Self { inner, count, read: 0, limit, stall: StallTimer::new(idle), failed: false }
+    }
+}
+
+/// Gives up on a body that sends nothing for `idle`. The timer exists only
+/// once the body has had to wait: a body whose bytes are already there (most
+/// answers) never touches the runtime's timer wheel, where a timer per frame
+/// (tower-http's `TimeoutBody`) cost a registration and a removal each.
+#[derive(Debug)]
+pub struct StallTimer {
+    idle: Duration,
+    timer: Option<Pin<Box<Sleep>>>,
+}
+
+impl StallTimer {
+    /// No timer yet.
+    pub fn new(idle: Duration) -> Self {
+        Self { idle, timer: None }
+    }
+
+    /// A frame arrived: the wait starts over.
+    pub fn frame(&mut self) {
+        if let Some(timer) = &mut self.timer {
+            timer.as_mut().reset(Instant::now() + self.idle);
+        }
+    }
+
+    /// The body is waiting: true once it has waited `idle` since its last frame.
+    pub fn stalled(&mut self, cx: &mut Context<'_>) -> bool {
+        let idle = self.idle;
+        let timer = self.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
+        timer.as_mut().poll(cx).is_ready()
+    }
+
+    /// The idle time it allows.
+    pub fn idle(&self) -> Duration {
+        self.idle
     }
 }
 
@@ -123,19 +158,14 @@ where
                         return fail(this.failed, CallerBodyError::TooLarge { limit: *this.limit });
                     }
                 }
-                if let Some(stall) = this.stall {
-                    stall.as_mut().reset(Instant::now() + *this.idle);
-                }
+                this.stall.frame();
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(e))) => fail(this.failed, classify(e.into())),
             Poll::Ready(None) => Poll::Ready(None),
             Poll::Pending => {
-                // The timer exists only once the body has had to wait.
-                let idle = *this.idle;
-                let stall = this.stall.get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
-                if stall.as_mut().poll(cx).is_ready() {
-                    return fail(this.failed, CallerBodyError::Stalled { after: idle });
+                if this.stall.stalled(cx) {
+                    return fail(this.failed, CallerBodyError::Stalled { after: this.stall.idle() });
                 }
                 Poll::Pending
             }

@@ -15,11 +15,10 @@ use http::uri::Scheme;
 use http::{HeaderValue, Request, Uri};
 use hyper_util::client::legacy::connect::HttpConnector;
 use tokio::time::Instant;
-use tower_http::timeout::TimeoutBody;
 
 use super::pool::Pool;
 use super::{egress, strip_hop_by_hop, ForwardBody, UpstreamError};
-use crate::body::{caller_fault, BoxError};
+use crate::body::{caller_fault, BoxError, StallTimer};
 use crate::config::UpstreamSettings;
 
 /// The upstream's connections (one upstream per configuration).
@@ -135,7 +134,50 @@ pub async fn send<H: Send + Unpin + 'static>(
     strip_hop_by_hop(&mut parts.headers);
     // Callers are served HTTP/1.1, whatever the upstream spoke.
     parts.version = http::Version::HTTP_11;
-    Ok((Response::from_parts(parts, Body::new(TimeoutBody::new(body_idle_timeout, body))), hold))
+    let body = UpstreamBody { inner: body, stall: StallTimer::new(body_idle_timeout) };
+    Ok((Response::from_parts(parts, Body::new(body)), hold))
+}
+
+/// An upstream answer's body, given up on when it sends nothing for
+/// `upstream.body_idle_timeout` (then the caller's response is cut).
+struct UpstreamBody {
+    inner: Body,
+    stall: StallTimer,
+}
+
+/// The upstream's body sent nothing for `upstream.body_idle_timeout`.
+#[derive(Debug, thiserror::Error)]
+#[error("the upstream's answer stalled for {}", humantime::format_duration(*.0))]
+struct Stalled(Duration);
+
+impl http_body::Body for UpstreamBody {
+    type Data = bytes::Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<bytes::Bytes>, BoxError>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                this.stall.frame();
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending if this.stall.stalled(cx) => Poll::Ready(Some(Err(Stalled(this.stall.idle()).into()))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// Maps a client error: a fault of the caller's body (too large, malformed,

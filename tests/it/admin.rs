@@ -55,3 +55,21 @@ async fn shutdown_fails_readiness_closes_the_listener_and_drains() {
     reply.assert_error(504, "upstream_timeout");
     tokio::time::timeout(Duration::from_secs(3), gate.stopped()).await.expect("drained within the grace");
 }
+
+#[tokio::test]
+async fn metrics_are_gzipped_for_a_scraper_that_asks() {
+    let (gate, _upstream, _keys) = Mmgate::with_upstream("").await;
+    assert_eq!(get(&gate.url("/reports/production"), &[AS_DASHBOARD]).await.status, 200);
+    let url = format!("http://{}/metrics", gate.admin);
+    let plain = get(&url, &[]).await;
+    assert_eq!(plain.status, 200);
+    assert!(plain.headers.get("content-encoding").is_none());
+    let zipped = get(&url, &[("accept-encoding", "gzip")]).await;
+    assert_eq!(zipped.status, 200);
+    assert_eq!(zipped.headers.get("content-encoding").map(|v| v.as_bytes()), Some(&b"gzip"[..]));
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&zipped.body[..]), &mut text).unwrap();
+    assert!(text.contains("mmgate_requests_total{"), "{text}");
+    assert!(text.ends_with("# EOF\n"), "{text}");
+    assert!(zipped.body.len() * 4 < plain.body.len(), "{} vs {} bytes", zipped.body.len(), plain.body.len());
+}
