@@ -92,11 +92,20 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
         return;
     }
     if present & 1 != 0 {
-        let listed: Vec<HeaderValue> = headers.get_all(header::CONNECTION).iter().cloned().collect();
-        for name in listed.iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')).map(str::trim) {
-            if !name.is_empty() && !is_protected(name) {
-                headers.remove(name);
-            }
+        // Usually only `keep-alive` or `close`: hop-by-hop already, or no
+        // header at all, so nothing is collected (nor allocated).
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .filter(|n| !n.is_empty() && !n.eq_ignore_ascii_case("close") && !is_protected(n))
+            .filter(|n| !HOP_BY_HOP.iter().any(|h| n.eq_ignore_ascii_case(h.as_str())))
+            .filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok())
+            .collect();
+        for name in named {
+            headers.remove(name);
         }
     }
     for (i, name) in HOP_BY_HOP.iter().enumerate() {
