@@ -85,3 +85,10 @@ latency_probe() {
   cargo bench --locked --bench added_latency --no-run 2>&1 | tail -1 >&2
   ls -t target/release/deps/added_latency-* | grep -v '\.d$' | head -1
 }
+
+# A 1 KB GraphQL request (query and variables) in $1/graphql.json, as
+# MachineMetrics dashboards send them; mmgate checks it on every request.
+write_graphql_request() {
+  local query='query MachineUtilization($start: timestamptz!, $end: timestamptz!) { machines(where: {decommissionedAt: {_is_null: true}}, order_by: {name: asc}) { machineRef name machineGroup { name } activities(where: {startAt: {_gte: $start}, endAt: {_lte: $end}}, order_by: {startAt: asc}, limit: 500) { activityRef startAt endAt state activitySet { activitySetRef name } } operatorRuns(where: {startAt: {_gte: $start}}, limit: 50) { operatorRunRef startAt endAt operator { name } } status { state since reason { name category } } currentJob { jobRef name partCount expectedPartCount } latestAnnotation { annotationRef message createdAt author { name } } downtime(where: {reason: {category: {_neq: "planned"}}}) { durationSeconds reason { name } } } }'
+  QUERY="$query" python3 -c 'import json, os; print(json.dumps({"query": os.environ["QUERY"], "variables": {"start": "2024-07-15T00:00:00Z", "end": "2024-07-16T00:00:00Z"}}), end="")' > "$1/graphql.json"
+}

@@ -9,6 +9,7 @@
 #
 #   bench/instructions.sh [BINARY]      # default: target/release/mmgate
 #   PROFILE=/tmp/cg.out bench/instructions.sh   # also keep the loaded run's profile
+#   MODE=graphql bench/instructions.sh  # the 1 KB GraphQL POST instead of the GET
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/common.sh
@@ -27,13 +28,22 @@ UP=18181 MMG=18183 ADMIN=18193 KEY=bench-key RATE=400 SECONDS_=5
 write_upstream_conf "$work" "$UP" "$KEY"
 nginx -c "$work/upstream.conf" -e "$work/upstream.err" &
 write_mmgate_conf "$work" "$MMG" "$ADMIN" "$UP" "$KEY"
+case ${MODE:-rest} in
+  rest) TARGET=/reports/production WHAT="keep-alive GET /reports/production" ;;
+  graphql)
+    write_graphql_request "$work"
+    export PROBE_BODY="$work/graphql.json"
+    TARGET=/graphql WHAT="keep-alive POST /graphql of $(wc -c <"$work/graphql.json") bytes, checked"
+    ;;
+  *) echo "MODE is rest or graphql" >&2; exit 2 ;;
+esac
 
 run() { # requests-per-second (0: none) -> total instructions
   TOKIO_WORKER_THREADS=1 valgrind --tool=callgrind --callgrind-out-file="$work/cg.$1" "$BIN" --config "$work/mmgate.toml" >"$work/vg.$1" 2>&1 &
   local pid=$!
   wait_for_ports "$MMG"
   if [[ $1 != 0 ]]; then
-    "$LAT" "http://127.0.0.1:$UP/reports/production" "http://127.0.0.1:$MMG/reports/production" "$KEY" "$1" "$SECONDS_" >/dev/null
+    "$LAT" "http://127.0.0.1:$UP$TARGET" "http://127.0.0.1:$MMG$TARGET" "$KEY" "$1" "$SECONDS_" >/dev/null
   fi
   sleep 1
   kill -INT $pid
@@ -60,5 +70,5 @@ in_tasks() {
 }
 # The latency probe sends half of its requests through mmgate, plus 50 to warm up.
 requests=$(( RATE * SECONDS_ / 2 + 50 ))
-echo "instructions per proxied request: $(( (busy - idle) / requests )) ($requests keep-alive GET /reports/production, access log on)"
+echo "instructions per proxied request: $(( (busy - idle) / requests )) ($requests $WHAT, access log on)"
 echo "of which polling tasks: $(( ($(in_tasks $RATE) - $(in_tasks 0)) / requests ))"

@@ -115,8 +115,7 @@ wait_for_ports $UP $NGX $MMG $ADMIN $CDY
 IDLE_AT_START_KB=$(awk '/^VmRSS/ {print $2}' "/proc/$MMG_PID/status")
 
 # A 1 KB GraphQL query, checked by mmgate on every request.
-QUERY='query MachineUtilization($start: timestamptz!, $end: timestamptz!) { machines(where: {decommissionedAt: {_is_null: true}}, order_by: {name: asc}) { machineRef name machineGroup { name } activities(where: {startAt: {_gte: $start}, endAt: {_lte: $end}}, order_by: {startAt: asc}, limit: 500) { activityRef startAt endAt state activitySet { activitySetRef name } } operatorRuns(where: {startAt: {_gte: $start}}, limit: 50) { operatorRunRef startAt endAt operator { name } } status { state since reason { name category } } currentJob { jobRef name partCount expectedPartCount } latestAnnotation { annotationRef message createdAt author { name } } downtime(where: {reason: {category: {_neq: "planned"}}}) { durationSeconds reason { name } } } }'
-QUERY="$QUERY" python3 -c 'import json, os; print(json.dumps({"query": os.environ["QUERY"], "variables": {"start": "2024-07-15T00:00:00Z", "end": "2024-07-16T00:00:00Z"}}), end="")' > "$work/graphql.json"
+write_graphql_request "$work"
 cat > "$work/graphql.lua" <<EOF
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"

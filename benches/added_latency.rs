@@ -5,13 +5,15 @@
 //! `cargo bench --bench added_latency -- DIRECT_URL PROXIED_URL KEY RATE SECONDS`
 //!
 //! Direct and proxied requests alternate, so both see the same machine noise.
+//! With `PROBE_BODY=FILE`, every request is a POST of that file's bytes as
+//! JSON (a GraphQL request) instead of a GET.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
@@ -29,17 +31,25 @@ async fn main() {
     };
     let rate: u32 = rate.parse().unwrap();
     let seconds: u64 = seconds.parse().unwrap();
-    let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
     let auth = format!("Bearer {key}");
+    let body = std::env::var_os("PROBE_BODY").map(|file| Bytes::from(std::fs::read(file).unwrap()));
+    let request = |url: &str| {
+        let builder = match &body {
+            Some(_) => http::Request::post(url).header("content-type", "application/json"),
+            None => http::Request::get(url),
+        };
+        (builder, Full::new(body.clone().unwrap_or_default()))
+    };
 
     // Warm both paths' connection pools.
     for _ in 0..50 {
         for (url, with_key) in [(direct, true), (proxied, false)] {
-            let mut r = http::Request::get(url.as_str());
+            let (mut r, payload) = request(url);
             if with_key {
                 r = r.header("authorization", &auth);
             }
-            let resp = client.request(r.body(Empty::new()).unwrap()).await.unwrap();
+            let resp = client.request(r.body(payload).unwrap()).await.unwrap();
             let _ = resp.into_body().collect().await;
         }
     }
@@ -52,12 +62,11 @@ async fn main() {
         let due = start + interval * i as u32;
         tokio::time::sleep_until(due.into()).await;
         let direct_turn = i % 2 == 0;
-        let url = if direct_turn { direct.clone() } else { proxied.clone() };
-        let mut request = http::Request::get(url);
+        let (mut builder, payload) = request(if direct_turn { direct } else { proxied });
         if direct_turn {
-            request = request.header("authorization", &auth);
+            builder = builder.header("authorization", &auth);
         }
-        let request = request.body(Empty::new()).unwrap();
+        let request = builder.body(payload).unwrap();
         let client = client.clone();
         tasks.push(tokio::spawn(async move {
             // Timed from the actual send: tokio's timer has millisecond

@@ -333,38 +333,45 @@ impl<'de> Visitor<'de> for StrictVisitor {
 /// values (members in any order) give equal text whatever map type
 /// serde_json was built with.
 pub fn canonical(value: &serde_json::Value) -> Box<str> {
-    fn write(value: &serde_json::Value, out: &mut String) {
+    // Written straight into one buffer by serde_json's serializer (what
+    // `Value`'s `Display` uses too), not through `to_string` per member.
+    fn write(value: &serde_json::Value, out: &mut Vec<u8>) -> serde_json::Result<()> {
         match value {
             serde_json::Value::Object(members) => {
                 let mut sorted: Vec<_> = members.iter().collect();
                 sorted.sort_unstable_by(|a, b| a.0.cmp(b.0));
-                out.push('{');
+                out.push(b'{');
                 for (i, (key, value)) in sorted.into_iter().enumerate() {
                     if i > 0 {
-                        out.push(',');
+                        out.push(b',');
                     }
-                    out.push_str(&serde_json::Value::String(key.clone()).to_string());
-                    out.push(':');
-                    write(value, out);
+                    serde_json::to_writer(&mut *out, key)?;
+                    out.push(b':');
+                    write(value, out)?;
                 }
-                out.push('}');
+                out.push(b'}');
             }
             serde_json::Value::Array(values) => {
-                out.push('[');
+                out.push(b'[');
                 for (i, value) in values.iter().enumerate() {
                     if i > 0 {
-                        out.push(',');
+                        out.push(b',');
                     }
-                    write(value, out);
+                    write(value, out)?;
                 }
-                out.push(']');
+                out.push(b']');
             }
-            scalar => out.push_str(&scalar.to_string()),
+            scalar => serde_json::to_writer(&mut *out, scalar)?,
         }
+        Ok(())
     }
-    let mut out = String::new();
-    write(value, &mut out);
-    out.into_boxed_str()
+    let mut out = Vec::with_capacity(64);
+    // Writing JSON into memory cannot fail, and serde_json writes UTF-8;
+    // were either ever untrue, the request's full text still tells it apart.
+    match write(value, &mut out).ok().and_then(|()| String::from_utf8(out).ok()) {
+        Some(text) => text.into_boxed_str(),
+        None => value.to_string().into_boxed_str(),
+    }
 }
 
 #[cfg(test)]

@@ -131,3 +131,11 @@ fn parameters_compare_as_json_values_whatever_their_order_or_spacing() {
     assert_ne!(get("query=%7Ba%7D&variables=%7B%22x%22%3A1%7D"), get("query=%7Ba%7D&variables=%7B%22x%22%3A2%7D"));
     assert_ne!(get("query=%7Ba%7D"), get("query=%7Ba%7D&page=2"));
 }
+
+#[test]
+fn canonical_json_sorts_keys_at_every_depth_and_escapes_as_serde_json_does() {
+    let value: serde_json::Value =
+        serde_json::from_str(r#"{"b":[1,2.5,{"z":null,"a":"\u00e9\"\n"}],"a":{"y":true,"\u0001x":-0.0}}"#).unwrap();
+    assert_eq!(&*canonical(&value), r#"{"a":{"\u0001x":-0.0,"y":true},"b":[1,2.5,{"a":"é\"\n","z":null}]}"#);
+    assert_eq!(&*canonical(&serde_json::json!("plain")), r#""plain""#);
+}
