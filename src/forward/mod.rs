@@ -83,7 +83,7 @@ fn is_protected(name: &str) -> bool {
 /// Removes hop-by-hop headers, including every header named in `Connection`.
 ///
 /// Names listed in `Connection` are removed one by one (linear in the list,
-/// which a caller controls), looked up without building a `HeaderName`.
+/// which a caller controls).
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // One pass notes which are present; most messages carry none (a
     // keep-alive `Connection` at most).
@@ -169,6 +169,14 @@ pub fn upstream_request(mut request: Request<Body>, out: Outbound<'_>) -> Reques
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_hop_by_hop_name_is_found_at_its_place() {
+        for (i, name) in HOP_BY_HOP.iter().enumerate() {
+            assert_eq!(hop_by_hop(name), u32::try_from(i).ok(), "{name}");
+        }
+        assert_eq!(hop_by_hop(&header::CONTENT_TYPE), None);
+    }
 
     #[test]
     fn connection_named_headers_go_but_content_type_stays() {
