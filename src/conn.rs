@@ -80,13 +80,18 @@ impl Activity {
         }
     }
 
-    /// When the driver should look again, given the deadline now: at the
-    /// deadline, but never later than `header_timeout` from now, because a
-    /// head may start (an earlier deadline) or a response end (a first one)
-    /// without anyone saying so. Every deadline is still met exactly: a
-    /// look before it only re-arms the timer.
-    pub fn recheck(deadline: Option<(Instant, Waiting)>, header_timeout: Duration, now: Instant) -> Instant {
-        let soon = now + header_timeout;
+    /// When the driver should look again, given the deadline now (from
+    /// `deadline(header_timeout, idle_timeout)`): at the deadline, but never
+    /// later than the shorter timeout from now, because a head may start (a
+    /// deadline `header_timeout` away) or a response end (one `idle_timeout`
+    /// away) without anyone saying so. Every deadline is still met exactly:
+    /// a look before it only re-arms the timer.
+    pub fn recheck(
+        deadline: Option<(Instant, Waiting)>,
+        (header_timeout, idle_timeout): (Duration, Duration),
+        now: Instant,
+    ) -> Instant {
+        let soon = now + header_timeout.min(idle_timeout);
         match deadline {
             Some((at, Waiting::Head)) => at,
             Some((at, Waiting::Idle)) => at.min(soon),
@@ -139,20 +144,18 @@ mod tests {
 
     #[test]
     fn the_driver_looks_again_before_any_deadline_could_have_moved_earlier() {
-        let (head, now) = (Duration::from_secs(10), Instant::now());
+        let (head, idle, now) = (Duration::from_secs(10), Duration::from_secs(60), Instant::now());
         let later = now + Duration::from_secs(60);
-        assert_eq!(
-            Activity::recheck(Some((later, Waiting::Head)), head, now),
-            later,
-            "a head's deadline only moves later"
-        );
-        assert_eq!(
-            Activity::recheck(Some((later, Waiting::Idle)), head, now),
-            now + head,
-            "a head may start while idle"
-        );
+        let recheck = |deadline| Activity::recheck(deadline, (head, idle), now);
+        assert_eq!(recheck(Some((later, Waiting::Head))), later, "a head's deadline only moves later");
+        assert_eq!(recheck(Some((later, Waiting::Idle))), now + head, "a head may start while idle");
         let sooner = now + Duration::from_secs(3);
-        assert_eq!(Activity::recheck(Some((sooner, Waiting::Idle)), head, now), sooner);
-        assert_eq!(Activity::recheck(None, head, now), now + head, "a response may end while a request runs");
+        assert_eq!(recheck(Some((sooner, Waiting::Idle))), sooner);
+        assert_eq!(recheck(None), now + head, "a response may end while a request runs");
+        // An idle timeout shorter than the header timeout: a response that
+        // ends right after this look is closed idle_timeout later, not
+        // header_timeout later.
+        let short_idle = Duration::from_secs(2);
+        assert_eq!(Activity::recheck(None, (head, short_idle), now), now + short_idle);
     }
 }

@@ -79,11 +79,9 @@ pub async fn drive<IO, S>(
     let (header_timeout, idle_timeout) = (settings.header_timeout, settings.idle_timeout);
     // One timer for the connection's life, re-armed rather than re-created.
     let now = Instant::now();
-    let timer = tokio::time::sleep_until(Activity::recheck(
-        activity.deadline(header_timeout, idle_timeout),
-        header_timeout,
-        now,
-    ));
+    let timeouts = (header_timeout, idle_timeout);
+    let timer =
+        tokio::time::sleep_until(Activity::recheck(activity.deadline(header_timeout, idle_timeout), timeouts, now));
     tokio::pin!(timer);
     let mut stopping = false;
     loop {
@@ -109,7 +107,7 @@ pub async fn drive<IO, S>(
                         return;
                     }
                     // Not due yet, or a request is in progress: look again later.
-                    deadline => timer.as_mut().reset(Activity::recheck(deadline, header_timeout, now)),
+                    deadline => timer.as_mut().reset(Activity::recheck(deadline, timeouts, now)),
                 }
             }
             changed = stop.changed(), if !stopping => {

@@ -187,6 +187,26 @@ async fn timeouts_hold_through_a_long_request_and_for_a_head_started_while_idle(
     tokio::time::timeout(Duration::from_secs(10), idle.read_to_end(&mut out)).await.unwrap().unwrap();
     assert!(started.elapsed() >= Duration::from_millis(250), "{:?}", started.elapsed());
     parse_raw(&String::from_utf8_lossy(&out)).assert_error(408, "request_timeout");
+
+    // An idle timeout shorter than the header timeout: after a request that
+    // outlasted a look at the connection, idle_timeout still counts from the
+    // response's end, not from the next look header_timeout later.
+    let toml =
+        with_lines(&config(&upstream.url(), &keys, ""), "server", "header_timeout = \"2s\"\nidle_timeout = \"300ms\"");
+    let gate = Mmgate::start(&toml.replace("\ntimeout = \"1s\"", "\ntimeout = \"5s\"")).await;
+    let mut long = TcpStream::connect(gate.addr).await.unwrap();
+    long.write_all(b"GET /reports/slow HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer dash-token-1\r\n\r\n")
+        .await
+        .unwrap();
+    assert_eq!(raw_status(&read_response(&mut long).await), 200);
+    let ended = Instant::now();
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), long.read_to_end(&mut rest)).await.unwrap().unwrap();
+    let closed = ended.elapsed();
+    assert!(
+        rest.is_empty() && closed >= Duration::from_millis(200) && closed < Duration::from_millis(800),
+        "{closed:?}"
+    );
 }
 
 #[tokio::test]
