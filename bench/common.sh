@@ -92,3 +92,24 @@ write_graphql_request() {
   local query='query MachineUtilization($start: timestamptz!, $end: timestamptz!) { machines(where: {decommissionedAt: {_is_null: true}}, order_by: {name: asc}) { machineRef name machineGroup { name } activities(where: {startAt: {_gte: $start}, endAt: {_lte: $end}}, order_by: {startAt: asc}, limit: 500) { activityRef startAt endAt state activitySet { activitySetRef name } } operatorRuns(where: {startAt: {_gte: $start}}, limit: 50) { operatorRunRef startAt endAt operator { name } } status { state since reason { name category } } currentJob { jobRef name partCount expectedPartCount } latestAnnotation { annotationRef message createdAt author { name } } downtime(where: {reason: {category: {_neq: "planned"}}}) { durationSeconds reason { name } } } }'
   QUERY="$query" python3 -c 'import json, os; print(json.dumps({"query": os.environ["QUERY"], "variables": {"start": "2024-07-15T00:00:00Z", "end": "2024-07-16T00:00:00Z"}}), end="")' > "$1/graphql.json"
 }
+
+# A scratch directory in $work, removed on exit with every process whose pid
+# is added to $pids.
+start_workdir() {
+  work=$(mktemp -d)
+  pids=()
+  trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"' EXIT
+}
+
+# $1/distinct.lua: wrk GETs /reports/production with a counter in the query
+# string, so that no two requests are the same (mmgate shares identical
+# reads in flight; nginx and Caddy do not).
+write_distinct_lua() {
+  cat > "$1/distinct.lua" <<'LUA'
+local n = 0
+request = function()
+  n = n + 1
+  return wrk.format("GET", "/reports/production?n=" .. n)
+end
+LUA
+}

@@ -37,14 +37,7 @@ fi
 cargo build --release --locked --bin mmgate 2>&1 | tail -1
 LATENCY_BIN=$(latency_probe)
 
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
+start_workdir
 
 # --- the upstream: answers 401 unless it sees the key ---------------------
 head -c $((20 * 1024 * 1024)) /dev/zero > "$work/big"
@@ -126,13 +119,7 @@ EOF
 # Distinct requests: identical reads in flight at once would share one
 # upstream call in mmgate (and not in nginx or Caddy), so the plain proxying
 # cost is measured with every request different.
-cat > "$work/distinct.lua" <<EOF
-local n = 0
-request = function()
-  n = n + 1
-  return wrk.format("GET", "/reports/production?n=" .. n)
-end
-EOF
+write_distinct_lua "$work"
 cat > "$work/graphql-distinct.lua" <<EOF
 local f = io.open("$work/graphql.json")
 local body = f:read("*a")

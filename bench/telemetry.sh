@@ -21,14 +21,7 @@ if ! need nginx || ! need wrk || ! need taskset; then
 fi
 cargo build --release --locked --bin mmgate 2>&1 | tail -1
 
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
+start_workdir
 
 write_upstream_conf "$work" "$UP" "$KEY"
 taskset -c 1 nginx -c "$work/upstream.conf" -e "$work/upstream.err" & pids+=($!)
@@ -49,13 +42,7 @@ for mode in off all one_percent; do
   admin=$((admin + 1))
 done
 
-cat > "$work/distinct.lua" <<LUA
-local n = 0
-request = function()
-  n = n + 1
-  return wrk.format("GET", "/reports/production?n=" .. n)
-end
-LUA
+write_distinct_lua "$work"
 
 declare -A results
 for round in $(seq "$ROUNDS"); do

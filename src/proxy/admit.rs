@@ -94,14 +94,7 @@ pub(super) async fn shared_read(
 pub(super) async fn direct(call: &Call, request: Request, exchange: &mut Exchange) -> Result<Response, ProxyError> {
     let admission = call.admit().await?;
     let called = call.send(request, admission).await?;
-    exchange.upstream_latency = Some(called.latency);
-    exchange.answered(called.response.status().as_u16());
-    if let Some(admission) = &called.admission {
-        exchange.waited = admission.waited.as_ref().map(|w| w.0);
-        if let Some(would) = &admission.shadowed {
-            exchange.would_refuse(&would.clone().into());
-        }
-    }
+    called.record(exchange);
     exchange.admission = called.admission;
     Ok(called.response)
 }

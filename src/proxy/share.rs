@@ -145,11 +145,11 @@ pub(super) async fn serve(
     // No answer only once abandoned, which needs this caller gone.
     match led.unwrap_or(Led::Failed(ProxyError::UpstreamUnreachable)) {
         Led::Answer(stored, called) => {
-            record(exchange, &called);
+            called.record(exchange);
             Ok(served(exchange, &stored, served_as, cached_route))
         }
         Led::Stream(called) => {
-            record(exchange, &called);
+            called.record(exchange);
             exchange.served = cached_route.then_some(served_as);
             let mut response = called.response;
             exchange.admission = called.admission;
@@ -161,17 +161,6 @@ pub(super) async fn serve(
             Ok(response)
         }
         Led::Failed(e) => Err(e),
-    }
-}
-
-fn record(exchange: &mut Exchange, called: &Called) {
-    exchange.upstream_latency = Some(called.latency);
-    exchange.answered(called.response.status().as_u16());
-    if let Some(admission) = &called.admission {
-        exchange.waited = admission.waited.as_ref().map(|w| w.0);
-        if let Some(would) = &admission.shadowed {
-            exchange.would_refuse(&would.clone().into());
-        }
     }
 }
 

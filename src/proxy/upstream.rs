@@ -15,6 +15,7 @@ use http::{HeaderValue, StatusCode, Uri};
 
 use tracing::Instrument;
 
+use crate::access::Exchange;
 use crate::error::ProxyError;
 use crate::forward::{self, Outbound};
 use crate::gate::Gate;
@@ -49,6 +50,21 @@ pub(super) struct Called {
     pub admission: Option<Admission>,
     /// Time to the response headers.
     pub latency: Duration,
+}
+
+impl Called {
+    /// Tells the access line what the upstream call was: its latency and
+    /// status, the time waited for a turn, what a shadowed limit would have refused.
+    pub fn record(&self, exchange: &mut Exchange) {
+        exchange.upstream_latency = Some(self.latency);
+        exchange.answered(self.response.status().as_u16());
+        if let Some(admission) = &self.admission {
+            exchange.waited = admission.waited.as_ref().map(|w| w.0);
+            if let Some(would) = &admission.shadowed {
+                exchange.would_refuse(&would.clone().into());
+            }
+        }
+    }
 }
 
 impl Call {
