@@ -10,6 +10,7 @@
 #   bench/instructions.sh [BINARY]      # default: target/release/mmgate
 #   PROFILE=/tmp/cg.out bench/instructions.sh   # also keep the loaded run's profile
 #   MODE=graphql bench/instructions.sh  # the 1 KB GraphQL POST instead of the GET
+#   MODE=post bench/instructions.sh     # a small REST POST: the GET's path without sharing
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/common.sh
@@ -35,7 +36,14 @@ case ${MODE:-rest} in
     export PROBE_BODY="$work/graphql.json"
     TARGET=/graphql WHAT="keep-alive POST /graphql of $(wc -c <"$work/graphql.json") bytes, checked"
     ;;
-  *) echo "MODE is rest or graphql" >&2; exit 2 ;;
+  post)
+    # Not a read (the route is not read_only): it never shares, so GET minus
+    # POST is about what sharing reads costs.
+    printf '{"n":1}' >"$work/post.json"
+    export PROBE_BODY="$work/post.json"
+    TARGET=/reports/production WHAT="keep-alive POST /reports/production of 7 bytes, not shared"
+    ;;
+  *) echo "MODE is rest, graphql or post" >&2; exit 2 ;;
 esac
 
 run() { # requests-per-second (0: none) -> total instructions
