@@ -27,6 +27,13 @@ struct AccessSink {
 
 static SINK: OnceLock<AccessSink> = OnceLock::new();
 
+const LINE_CAPACITY: usize = 512;
+
+thread_local! {
+    /// Each thread's line being written, reused: one allocation fewer per request.
+    static LINE: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(Vec::with_capacity(LINE_CAPACITY));
+}
+
 /// Writes access lines straight to `out` (text, or JSON per
 /// `logging::is_json`), as the tracing subscriber would format them without
 /// colours. Without this (tests, library use) they go through `tracing`.
@@ -102,10 +109,16 @@ impl AccessLine<'_> {
         let Some(sink) = SINK.get() else {
             return self.log_through_tracing();
         };
-        let mut line = Vec::with_capacity(384);
         let timestamp = Timestamp::now();
-        self.write(&mut line, logging::is_json(), timestamp.as_str());
-        sink.out.write_line(&line);
+        LINE.with_borrow_mut(|line| {
+            line.clear();
+            self.write(line, logging::is_json(), timestamp.as_str());
+            sink.out.write_line(line);
+            // A line with a huge header in it does not keep its buffer.
+            if line.capacity() > 16 * 1024 {
+                *line = Vec::with_capacity(LINE_CAPACITY);
+            }
+        });
     }
 
     fn log_through_tracing(&self) {

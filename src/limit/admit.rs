@@ -9,17 +9,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use governor::clock::{Clock, Reference};
+use smallvec::SmallVec;
 use tokio::sync::OwnedSemaphorePermit;
 
-use super::gcra::{Gcra, Named};
-use super::wait::{Skipped, Ticket};
+use super::gcra::Named;
+use super::wait::{Cells, Skipped, Ticket};
 use super::{KeyLimits, LimitError, LimitKind, Limiters, Refusal};
 use crate::policy::Mode;
 
 /// What a request was charged, to give back if a later step refuses it.
 #[derive(Debug, Default)]
 pub struct Charge {
-    cells: Vec<Arc<Gcra>>,
+    cells: Cells,
     cost: u32,
 }
 
@@ -70,7 +71,7 @@ where
             match named.gcra.test(*tat, now, cost) {
                 Ok(next) => {
                     *tat = next;
-                    let charge = Charge { cells: vec![Arc::clone(&named.gcra)], cost };
+                    let charge = Charge { cells: smallvec::smallvec![Arc::clone(&named.gcra)], cost };
                     return Ok(ClientAdmission { charge, shadowed: None });
                 }
                 Err(wait) => LimitError::Refused(named.refusal(wait)),
@@ -102,7 +103,7 @@ where
         };
         let budget = k.budget.and_then(|b| self.budgets.get(b));
         let mut shadowed = None;
-        let mut rates: Vec<(&Named, Option<Duration>)> = Vec::with_capacity(2);
+        let mut rates: SmallVec<[(&Named, Option<Duration>); 2]> = SmallVec::new();
         for (named, max_wait) in
             [k.rate.as_ref().map(|r| (r, k.max_wait)), budget.map(|b| (&b.rate, b.max_wait))].into_iter().flatten()
         {
@@ -130,12 +131,12 @@ where
             Some((&k.cooldown, k.name.as_str(), k.max_wait)),
             budget.map(|b| (&b.cooldown, b.rate.name.as_str(), b.max_wait)),
         ];
-        let ticket = Arc::new(Ticket {
+        let ticket = Ticket {
             cooldowns: cooldowns.iter().flatten().map(|(c, ..)| Arc::clone(c)).collect(),
             cells: rates.iter().map(|(n, _)| (Arc::clone(&n.gcra), n.shadowed(fallback))).collect(),
             cost,
-        });
-        let admitted = |skipped: Skipped, waited, now: u64| {
+        };
+        let admitted = |ticket: &Ticket, skipped: Skipped, waited, now: u64| {
             // The first shadowed limit that would have refused, at the moment of the charge.
             let would = rates.iter().enumerate().find(|(i, _)| skipped & (1 << i) != 0).map(|(_, (named, _))| {
                 let tat = *named.gcra.lock();
@@ -147,7 +148,7 @@ where
         };
         let now = self.now_ns();
         let wait = match ticket.try_charge(now) {
-            Ok(skipped) => return Ok(admitted(skipped, None, now)),
+            Ok(skipped) => return Ok(admitted(&ticket, skipped, None, now)),
             Err(wait) => wait,
         };
         // What refused: a cool-down first, then the first enforced limit over its rate.
@@ -179,10 +180,12 @@ where
             return Err(LimitError::Refused(refusal));
         }
         let started = tokio::time::Instant::now();
+        // Shared with the pump only on this path: most requests never wait.
+        let ticket = Arc::new(ticket);
         match self.room.wait(client, Arc::clone(&ticket), max_wait).await {
             Some(skipped) => {
                 let waited = Some((started.elapsed(), refusal.kind, refusal.name));
-                Ok(admitted(skipped, waited, self.now_ns()))
+                Ok(admitted(&ticket, skipped, waited, self.now_ns()))
             }
             None => Err(LimitError::Refused(refusal)),
         }

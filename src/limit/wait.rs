@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use governor::clock::{Clock, Reference};
+use smallvec::SmallVec;
 use tokio::sync::{oneshot, Notify};
 
 use super::gcra::Gcra;
@@ -21,12 +22,15 @@ use super::Cooldown;
 
 /// What one waiting request needs to pass: its cool-downs and cells, and its cost.
 pub(super) struct Ticket {
-    pub(super) cooldowns: Vec<Arc<Cooldown>>,
+    pub(super) cooldowns: SmallVec<[Arc<Cooldown>; 2]>,
     /// Each cell, and whether it is shadowed: one that would refuse is
     /// skipped (not charged, never waited for) and reported.
-    pub(super) cells: Vec<(Arc<Gcra>, bool)>,
+    pub(super) cells: SmallVec<[(Arc<Gcra>, bool); 2]>,
     pub(super) cost: u32,
 }
+
+/// The cells a request was charged: a key's and its budget's, or a client's.
+pub(super) type Cells = SmallVec<[Arc<Gcra>; 2]>;
 
 /// The shadowed cells a charge skipped because they would have refused (bit i: cell i).
 pub(super) type Skipped = u8;
@@ -43,7 +47,7 @@ impl Ticket {
             }
         }
         // Locked in a fixed order (key, budget) and only for the arithmetic.
-        let mut guards = Vec::with_capacity(self.cells.len());
+        let mut guards: SmallVec<[_; 2]> = SmallVec::new();
         let mut skipped: Skipped = 0;
         for (i, (cell, shadow)) in self.cells.iter().enumerate() {
             let guard = cell.lock();
@@ -60,7 +64,7 @@ impl Ticket {
     }
 
     /// The cells a charge that skipped `skipped` did charge.
-    pub(super) fn charged(&self, skipped: Skipped) -> Vec<Arc<Gcra>> {
+    pub(super) fn charged(&self, skipped: Skipped) -> Cells {
         let charged = self.cells.iter().enumerate().filter(|(i, _)| skipped & (1 << i) == 0);
         charged.map(|(_, (cell, _))| Arc::clone(cell)).collect()
     }

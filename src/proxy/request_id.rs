@@ -37,11 +37,13 @@ pub fn new_request_id() -> HeaderValue {
     let mut digits = [0u8; 16];
     let _ = hex::encode_to_slice(n.to_be_bytes(), &mut digits);
     let first = digits.iter().take(8).position(|&d| d != b'0').unwrap_or(8);
-    let mut id = String::with_capacity(prefix.len() + 1 + 16);
-    id.push_str(prefix);
-    id.push('-');
-    id.extend(digits[first..].iter().map(|&d| char::from(d)));
-    HeaderValue::from_str(&id).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
+    // Exactly its length: `Bytes` takes a full `Vec` over without allocating.
+    let mut id = Vec::with_capacity(prefix.len() + 1 + digits.len() - first);
+    id.extend_from_slice(prefix.as_bytes());
+    id.push(b'-');
+    id.extend_from_slice(&digits[first..]);
+    // Handed over, not copied (`from_str` would copy it into a new buffer).
+    HeaderValue::from_maybe_shared(bytes::Bytes::from(id)).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
 }
 
 #[cfg(test)]
