@@ -30,6 +30,39 @@ http {
 CONF
 }
 
+# nginx as the proxy mmgate is measured against, in $1/proxy.conf: one
+# worker, listening on $2, the key $4 injected, upstream ($3) connections
+# kept alive; $5, if given, is more of the `http` block's text (a cache) and
+# $6 more of the `server` block's (its location).
+write_proxy_conf() {
+  local dir=$1 listen=$2 upstream=$3 key=$4 http_extra=${5:-} server_extra=${6:-}
+  cat > "$dir/proxy.conf" <<CONF
+worker_processes 1;
+daemon off;
+pid $dir/proxy.pid;
+error_log $dir/proxy.err warn;
+events { worker_connections 8192; }
+http {
+  access_log $dir/proxy.access combined buffer=64k;
+  keepalive_requests 10000000;
+  client_body_temp_path $dir;
+  proxy_temp_path $dir;
+  upstream mm { server 127.0.0.1:$upstream; keepalive 128; }
+$http_extra
+  server {
+    listen 127.0.0.1:$listen backlog=4096;
+    location / {
+      proxy_pass http://mm;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Authorization "Bearer $key";
+    }
+$server_extra
+  }
+}
+CONF
+}
+
 # mmgate's bench config in $1/mmgate.toml: listen $2, admin $3, upstream port
 # $4, key $5 in a file; /graphql and /reports/*; an anonymous client; a key
 # limit high enough never to refuse, so that the limiter's cost is measured.

@@ -33,27 +33,7 @@ start_workdir
 
 write_upstream_conf "$work" "$UP" "$KEY"
 taskset -c 1 nginx -c "$work/upstream.conf" -e "$work/upstream.err" & pids+=($!)
-cat > "$work/proxy.conf" <<CONF
-worker_processes 1;
-daemon off;
-pid $work/proxy.pid;
-error_log $work/proxy.err warn;
-events { worker_connections 8192; }
-http {
-  access_log $work/proxy.access combined buffer=64k;
-  keepalive_requests 10000000;
-  upstream mm { server 127.0.0.1:$UP; keepalive 128; }
-  server {
-    listen 127.0.0.1:$NGX backlog=4096;
-    location / {
-      proxy_pass http://mm;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_set_header Authorization "Bearer $KEY";
-    }
-  }
-}
-CONF
+write_proxy_conf "$work" "$NGX" "$UP" "$KEY"
 taskset -c 0 nginx -c "$work/proxy.conf" -e "$work/proxy.err" & pids+=($!)
 write_mmgate_conf "$work" "$MMG" "$ADMIN" "$UP" "$KEY"
 TOKIO_WORKER_THREADS=1 taskset -c 0 target/release/mmgate --config "$work/mmgate.toml" 2>"$work/mmgate.log" & pids+=($!)

@@ -45,27 +45,7 @@ write_upstream_conf "$work" "$UP" "$KEY"
 taskset -c 1 nginx -c "$work/upstream.conf" -e "$work/upstream.err" & pids+=($!)
 
 # --- nginx as the proxy: one worker, key injected, upstream keepalive -----
-cat > "$work/proxy.conf" <<EOF
-worker_processes 1;
-daemon off;
-pid $work/proxy.pid;
-error_log $work/proxy.err warn;
-events { worker_connections 8192; }
-http {
-  access_log $work/proxy.access combined buffer=64k;
-  keepalive_requests 10000000;
-  client_body_temp_path $work;
-  proxy_temp_path $work;
-  upstream mm { server 127.0.0.1:$UP; keepalive 128; }
-  proxy_cache_path $work/cache keys_zone=answers:1m;
-  server {
-    listen 127.0.0.1:$NGX backlog=4096;
-    location / {
-      proxy_pass http://mm;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_set_header Authorization "Bearer $KEY";
-    }
+write_proxy_conf "$work" "$NGX" "$UP" "$KEY" "  proxy_cache_path $work/cache keys_zone=answers:1m;" "$(cat <<EOF
     # The same GraphQL POST answered from nginx's cache, keyed by its body.
     location /cached/graphql {
       proxy_pass http://mm;
@@ -78,9 +58,8 @@ http {
       proxy_cache_key "\$request_uri|\$request_body";
       proxy_cache_valid 200 1h;
     }
-  }
-}
 EOF
+)"
 taskset -c 0 nginx -c "$work/proxy.conf" -e "$work/proxy.err" & pids+=($!)
 
 # --- Caddy (Go's net/http) as the proxy: one OS thread for Go code ----------
