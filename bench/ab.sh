@@ -17,11 +17,7 @@ CONNS=${CONNS:-64}
 KEY="mm-bench-key-$(date +%s)"
 UP=18181 PA=18182 PB=18183 AA=18192 AB=18193
 
-need() { command -v "$1" >/dev/null 2>&1; }
-if ! need nginx || ! need wrk || ! need taskset; then
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq && apt-get install -y -qq --no-install-recommends nginx-light wrk util-linux >/dev/null
-fi
+require nginx:nginx-light wrk:wrk taskset:util-linux
 start_workdir
 
 write_upstream_conf "$work" "$UP" "$KEY"

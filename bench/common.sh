@@ -1,16 +1,36 @@
-# Shared by bench/load.sh and bench/instructions.sh (sourced, not run):
-# the local upstream, mmgate's bench config, waiting for ports.
+# Shared by the bench scripts (sourced, not run): the tools they need, the
+# local upstream, nginx as the proxy, mmgate's bench config, waiting for ports.
+
+# Installs from Debian the package of each `command:package` pair whose
+# command is missing.
+require() {
+  local pair missing=()
+  for pair in "$@"; do
+    command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
+  done
+  if (( ${#missing[@]} )); then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq && apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+}
+
+# The main context of an nginx config named $2 in dir $1: one worker, in the
+# foreground, its pid and errors in $1/$2.pid and $1/$2.err.
+nginx_preamble() {
+  cat <<CONF
+worker_processes 1;
+daemon off;
+pid $1/$2.pid;
+error_log $1/$2.err warn;
+events { worker_connections 8192; }
+CONF
+}
 
 # An nginx upstream on 127.0.0.1:$2 in dir $1 that answers 401 unless it sees
 # `Authorization: Bearer $3`, and serves $1/big at /reports/big.
 write_upstream_conf() {
   local dir=$1 port=$2 key=$3
-  cat > "$dir/upstream.conf" <<CONF
-worker_processes 1;
-daemon off;
-pid $dir/upstream.pid;
-error_log $dir/upstream.err warn;
-events { worker_connections 8192; }
+  { nginx_preamble "$dir" upstream; cat <<CONF; } > "$dir/upstream.conf"
 http {
   access_log off;
   keepalive_requests 10000000;
@@ -36,12 +56,7 @@ CONF
 # $6 more of the `server` block's (its location).
 write_proxy_conf() {
   local dir=$1 listen=$2 upstream=$3 key=$4 http_extra=${5:-} server_extra=${6:-}
-  cat > "$dir/proxy.conf" <<CONF
-worker_processes 1;
-daemon off;
-pid $dir/proxy.pid;
-error_log $dir/proxy.err warn;
-events { worker_connections 8192; }
+  { nginx_preamble "$dir" proxy; cat <<CONF; } > "$dir/proxy.conf"
 http {
   access_log $dir/proxy.access combined buffer=64k;
   keepalive_requests 10000000;

@@ -21,11 +21,7 @@ RATE=${RATE:-2000}
 KEY="mm-bench-key-$(date +%s)"
 UP=18481 NGX=18482 MMG=18483 ADMIN=18493 FLR=18484
 
-need() { command -v "$1" >/dev/null 2>&1; }
-if ! need nginx || ! need wrk || ! need taskset; then
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq && apt-get install -y -qq --no-install-recommends nginx-light wrk util-linux >/dev/null
-fi
+require nginx:nginx-light wrk:wrk taskset:util-linux
 cargo build --release --locked --bin mmgate 2>&1 | tail -1
 cargo build --release --locked --manifest-path bench/floor/Cargo.toml --target-dir target/floor 2>&1 | tail -1
 LATENCY_BIN=$(latency_probe)

@@ -15,11 +15,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/common.sh
 BIN=${1:-target/release/mmgate}
-need() { command -v "$1" >/dev/null 2>&1; }
-if ! need valgrind || ! need nginx; then
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq && apt-get install -y -qq --no-install-recommends valgrind nginx-light >/dev/null
-fi
+require valgrind:valgrind nginx:nginx-light
 [[ -x $BIN ]] || cargo build --release --locked --bin mmgate 2>&1 | tail -1
 LAT=$(latency_probe)
 work=$(mktemp -d)

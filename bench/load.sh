@@ -24,11 +24,7 @@ RATE=${RATE:-2000}          # added-latency measurement, requests per second
 KEY="mm-bench-key-$(date +%s)"
 UP=18081 NGX=18082 MMG=18083 ADMIN=18093 CDY=18084
 
-need() { command -v "$1" >/dev/null 2>&1; }
-if ! need nginx || ! need wrk || ! need taskset; then
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq && apt-get install -y -qq --no-install-recommends nginx-light wrk util-linux >/dev/null
-fi
+require nginx:nginx-light wrk:wrk taskset:util-linux
 CADDY=$(command -v caddy || echo target/bench-tools/venv/bin/caddy)
 if [[ ! -x $CADDY ]]; then
   python3 -m venv target/bench-tools/venv

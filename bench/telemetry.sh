@@ -14,11 +14,7 @@ DURATION=${DURATION:-10s}
 CONNS=${CONNS:-64}
 KEY="mm-bench-key-$(date +%s)"
 UP=18181
-need() { command -v "$1" >/dev/null 2>&1; }
-if ! need nginx || ! need wrk || ! need taskset; then
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq && apt-get install -y -qq --no-install-recommends nginx-light wrk util-linux >/dev/null
-fi
+require nginx:nginx-light wrk:wrk taskset:util-linux
 cargo build --release --locked --bin mmgate 2>&1 | tail -1
 
 start_workdir

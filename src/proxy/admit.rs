@@ -94,7 +94,5 @@ pub(super) async fn shared_read(
 pub(super) async fn direct(call: &Call, request: Request, exchange: &mut Exchange) -> Result<Response, ProxyError> {
     let admission = call.admit().await?;
     let called = call.send(request, admission).await?;
-    called.record(exchange);
-    exchange.admission = called.admission;
-    Ok(called.response)
+    Ok(called.streamed_to(exchange))
 }

@@ -149,10 +149,8 @@ pub(super) async fn serve(
             Ok(served(exchange, &stored, served_as, cached_route))
         }
         Led::Stream(called) => {
-            called.record(exchange);
             exchange.served = cached_route.then_some(served_as);
-            let mut response = called.response;
-            exchange.admission = called.admission;
+            let mut response = called.streamed_to(exchange);
             if cached_route {
                 response
                     .headers_mut()

@@ -65,6 +65,14 @@ impl Called {
             }
         }
     }
+
+    /// Records the call and hands its response to the caller, the key's
+    /// in-flight permit with it (held until the response body ends).
+    pub fn streamed_to(self, exchange: &mut Exchange) -> Response {
+        self.record(exchange);
+        exchange.admission = self.admission;
+        self.response
+    }
 }
 
 impl Call {

@@ -113,21 +113,11 @@ async fn max_headers_is_configurable() {
 async fn a_slow_head_gets_408_and_an_idle_connection_outlives_the_header_timeout() {
     let upstream = Upstream::start().await;
     let keys = KeyDir::new();
-    let toml = with_lines(
-        &config(&upstream.url(), &keys, ""),
-        "server",
-        "header_timeout = \"300ms\"\nidle_timeout = \"900ms\"",
-    );
-    let gate = Mmgate::start(&toml).await;
+    let gate = with_timeouts(&upstream, &keys, "header_timeout = \"300ms\"\nidle_timeout = \"900ms\"").await;
 
     // Half a head, then nothing: 408 in JSON, then the connection closes.
-    let mut slow = TcpStream::connect(gate.addr).await.unwrap();
-    slow.write_all(b"GET /reports/a HTTP/1.1\r\nHost: x\r\n").await.unwrap();
-    let started = Instant::now();
-    let mut out = Vec::new();
-    tokio::time::timeout(Duration::from_secs(3), slow.read_to_end(&mut out)).await.unwrap().unwrap();
-    assert!(started.elapsed() >= Duration::from_millis(250), "{:?}", started.elapsed());
-    parse_raw(&String::from_utf8_lossy(&out)).assert_error(408, "request_timeout");
+    let slow = TcpStream::connect(gate.addr).await.unwrap();
+    half_head_gets_408(slow, b"GET /reports/a HTTP/1.1\r\nHost: x\r\n").await;
 
     // A keep-alive connection idle for longer than header_timeout still serves...
     let mut idle = TcpStream::connect(gate.addr).await.unwrap();
@@ -166,12 +156,7 @@ async fn timeouts_hold_through_a_long_request_and_for_a_head_started_while_idle(
     // Idle for over two header timeouts (the driver's timer has been re-armed
     // for the idle deadline meanwhile), then half a head.
     tokio::time::sleep(Duration::from_millis(700)).await;
-    idle.write_all(b"GET /reports/a HTTP/1.1\r\n").await.unwrap();
-    let started = Instant::now();
-    let mut out = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), idle.read_to_end(&mut out)).await.unwrap().unwrap();
-    assert!(started.elapsed() >= Duration::from_millis(250), "{:?}", started.elapsed());
-    parse_raw(&String::from_utf8_lossy(&out)).assert_error(408, "request_timeout");
+    half_head_gets_408(idle, b"GET /reports/a HTTP/1.1\r\n").await;
 
     // An idle timeout shorter than the header timeout: after a request that
     // outlasted a look at the connection, idle_timeout still counts from the
@@ -186,6 +171,18 @@ async fn timeouts_hold_through_a_long_request_and_for_a_head_started_while_idle(
 async fn with_timeouts(upstream: &Upstream, keys: &KeyDir, server: &str) -> Mmgate {
     let toml = with_lines(&config(&upstream.url(), keys, ""), "server", server);
     Mmgate::start(&toml.replace("\ntimeout = \"1s\"", "\ntimeout = \"5s\"")).await
+}
+
+/// Writes `half` a head on `stream`, then nothing: a 408 in JSON no sooner
+/// than a 300 ms header_timeout allows (250 ms: timer slack), then the
+/// connection closes.
+async fn half_head_gets_408(mut stream: TcpStream, half: &[u8]) {
+    stream.write_all(half).await.unwrap();
+    let started = Instant::now();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut out)).await.unwrap().unwrap();
+    assert!(started.elapsed() >= Duration::from_millis(250), "{:?}", started.elapsed());
+    parse_raw(&String::from_utf8_lossy(&out)).assert_error(408, "request_timeout");
 }
 
 /// How long after a 3 s answer mmgate closes the keep-alive connection,
